@@ -1,0 +1,135 @@
+"""BPE tokenizer built with the Hugging Face ``tokenizers`` library.
+
+The trained tokenizer follows GPT-1's scheme: lower-cased (by default) character-level BPE whose
+word-final pieces carry the ``</w>`` suffix, ``<unk>`` = 0, and the three fine-tuning tokens
+``_start_``, ``_delimiter_``, ``_classify_`` appended after the learned vocabulary — the same places
+they hold in the released model (ids 40478, 40479, 40480 for its 40,478-token vocabulary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tokenizers import Tokenizer as _Backend
+from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+
+from gptkit.errors import DataError
+
+UNK = "<unk>"
+START, DELIMITER, CLASSIFY = "_start_", "_delimiter_", "_classify_"
+SPECIAL_TOKENS = (START, DELIMITER, CLASSIFY)
+WORD_END = "</w>"
+
+
+class Tokenizer:
+    """A text <-> token-id mapping with GPT-1's three special tokens.
+
+    Any object with this interface (``encode``, ``encode_batch``, ``decode``, ``vocab_size``,
+    ``start_id``, ``delimiter_id``, ``classify_id``, ``fingerprint``, ``save``) can stand in for it;
+    the exact released GPT-1 text pipeline in :mod:`gptkit.openai_gpt` does.
+    """
+
+    def __init__(self, backend: _Backend) -> None:
+        self.backend = backend
+        missing = [t for t in SPECIAL_TOKENS if backend.token_to_id(t) is None]
+        if missing:
+            raise DataError(
+                f"tokenizer lacks the special tokens {missing}; retrain it with gptkit "
+                "(delete the tokenizer.json so that the next run trains a new one)"
+            )
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> Tokenizer:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"tokenizer file {path} does not exist")
+        try:
+            backend = _Backend.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+            raise DataError(f"{path} is not a valid tokenizers JSON file ({exc})") from None
+        return cls(backend)
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        lowercase: bool = True,
+        min_frequency: int = 2,
+    ) -> Tokenizer:
+        """Learn a BPE vocabulary of ``vocab_size`` tokens (special tokens come on top)."""
+        backend = _Backend(models.BPE(unk_token=UNK, end_of_word_suffix=WORD_END))
+        steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+        backend.normalizer = normalizers.Sequence(steps)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.BPEDecoder(suffix=WORD_END)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=[UNK],
+            end_of_word_suffix=WORD_END,
+            show_progress=False,
+        )
+        backend.train_from_iterator(texts, trainer=trainer)
+        backend.add_special_tokens(list(SPECIAL_TOKENS))
+        return cls(backend)
+
+    # -- use ------------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=False)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of embedding rows the model needs: learned vocabulary plus special tokens."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def start_id(self) -> int:
+        return self.backend.token_to_id(START)
+
+    @property
+    def delimiter_id(self) -> int:
+        return self.backend.token_to_id(DELIMITER)
+
+    @property
+    def classify_id(self) -> int:
+        return self.backend.token_to_id(CLASSIFY)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the full tokenizer definition; shards and checkpoints record it."""
+        canonical = json.dumps(json.loads(self.backend.to_str()), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``tokenizer.json`` atomically (a crash never leaves a half-written file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(self.backend.to_str(pretty=True), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def iter_batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
