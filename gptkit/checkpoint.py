@@ -1,0 +1,103 @@
+"""Safe checkpoint I/O: pretrained-model folders (safetensors) and Lightning ``.ckpt`` files.
+
+A *pretrained-model folder* is what ``gptkit import`` writes and what ``init.checkpoint`` accepts
+besides a Lightning checkpoint::
+
+    model.safetensors   backbone weights, gptkit parameter names (``tokens_embed.weight``, ...)
+    config.json         {"model": GPTConfig fields, "tokenizer": {...}, "source": "..."}
+    tokenizer.json      the tokenizer (``tokenizers`` format)
+
+Nothing here unpickles arbitrary objects: safetensors holds only tensors, and ``.ckpt`` files are
+read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gptkit.errors import CheckpointError
+from gptkit.model import GPTConfig
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+BACKBONE_PREFIX = "backbone."
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_pretrained(
+    directory: str | os.PathLike,
+    state_dict: dict[str, torch.Tensor],
+    config: GPTConfig,
+    tokenizer_json: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a pretrained-model folder; each file is replaced atomically."""
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    atomic_write_bytes(directory / WEIGHTS_FILE, save(tensors))
+    meta = {"model": config.to_dict(), **(extra or {})}
+    atomic_write_bytes(directory / CONFIG_FILE, json.dumps(meta, indent=2).encode())
+    if tokenizer_json is not None:
+        atomic_write_bytes(directory / TOKENIZER_FILE, tokenizer_json.encode())
+    return directory
+
+
+def load_ckpt(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a Lightning checkpoint without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a loadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "it may be truncated or not a gptkit/Lightning checkpoint"
+        ) from None
+
+
+def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], GPTConfig, Path | None]:
+    """Backbone weights, model config and tokenizer file from a ``.ckpt`` file or a pretrained folder.
+
+    Returns ``(state_dict, config, tokenizer_path)`` with gptkit backbone parameter names; the
+    tokenizer path is ``None`` when the checkpoint does not carry one.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file() or not (path / CONFIG_FILE).is_file():
+            raise CheckpointError(
+                f"{path} is not a pretrained-model folder: expected {WEIGHTS_FILE} and {CONFIG_FILE} "
+                "(write one with `gptkit import` or `gptkit export --to gptkit`)"
+            )
+        from safetensors.torch import load_file
+
+        meta = json.loads((path / CONFIG_FILE).read_text())
+        tok = path / TOKENIZER_FILE
+        return load_file(str(weights)), GPTConfig(**meta["model"]), tok if tok.is_file() else None
+    ckpt = load_ckpt(path)
+    hparams = ckpt.get("hyper_parameters", {})
+    if "model" not in hparams or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} was not written by gptkit (no model hyper-parameters inside)")
+    state = {
+        k[len(BACKBONE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(BACKBONE_PREFIX)
+    }
+    tok = hparams.get("tokenizer_path")
+    return state, GPTConfig(**hparams["model"]), Path(tok) if tok and Path(tok).is_file() else None
