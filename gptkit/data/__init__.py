@@ -1,0 +1,1 @@
+"""Data: the corpus catalogue, text sources, token shards and the DataModules."""
