@@ -288,6 +288,8 @@ def build_trainer(cfg: DictConfig, rdir: Path) -> pl.Trainer:
 def build(cfg: DictConfig, verb: str = "fit") -> Components:
     """Make every component of a run from its config, in the order the data flows."""
     quiet_libraries()
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls left outside autocast
     rdir = run_dir(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
     if verb == "fit" and ckpt_path is None:
