@@ -4,7 +4,7 @@ Both produce ids in the released vocabulary (``<unk>`` = 0, ``</w>`` word ends) 
 fine-tuning tokens at 40478 ``_start_``, 40479 ``_delimiter_``, 40480 ``_classify_``.
 
 * exact (``fast=False``): :class:`gptkit.openai_gpt.text.TextEncoder`, the 2018 pipeline step by
-  step. Needs the ``openai`` extra (ftfy, spaCy). About 10x slower than the fast path.
+  step. Needs the ``openai`` extra (ftfy, spaCy).
 * fast (``fast=True``): a ``tokenizers`` BPE model over the same merges and vocabulary. Its
   normaliser does what ftfy and ``text_standardize`` do to ordinary prose (quotes uncurled, dashes,
   ellipsis); its pre-tokeniser is a regular expression approximating spaCy's English rules
@@ -64,10 +64,10 @@ SPACY_LIKE = "|".join(
         r"(?:\p{L}\.){2,}",  # u.s. e.g. a.m. ph.d.
         r"\p{L}\.$",  # single letters: w. bush
         rf"(?:{_ABBREVIATIONS})\.$",
-        r"\p{N}+(?:[.:]\p{N}+)*(?=(?:am|pm|a\.m\.|p\.m\.|km|cm|mm|kg|mg|lb|oz|ft|mph|gb|mb|kb|tb|m|g|t|%)$)",
+        rf"\p{{N}}+(?:[.:]\p{{N}}+)*(?=(?:am|pm|a\.m\.|p\.m\.|km|cm|mm|kg|mg|lb|oz|ft|mph|gb|mb|kb|tb|m|g|t|%){_END})",
         r"us\$|[$£€¥%&#]",
         r"@[\p{L}\p{N}]+",  # twitter handles
-        r"\p{N}+(?:[.:]\p{N}+)+",  # 3.5, 10:30 (commas were already split off)
+        r"\p{N}+(?:[.:]\p{N}+)+(?!\p{L})",  # 3.5, 10:30 (commas were already split off); 5.8bn is one
         rf"[\p{{L}}\p{{N}}]+(?:(?!'(?:s|m|d|ll|re|ve){_END})['.&@][\p{{L}}\p{{N}}]+)*",  # o'neill, abc.com
         r"\.{2,}|-{2,}|/{2,}|~{2,}|\|{2,}|''|[^\s\p{L}\p{N}]",
     ]
@@ -204,7 +204,7 @@ def load_openai_tokenizer(exact: bool = True, path: str | os.PathLike | None = N
 
     Args:
         exact: encode with ftfy + spaCy + the release's BPE (needs ``pip install 'gptkit[openai]'``);
-            ``False`` for the ``tokenizers`` approximation (no extra dependencies, ~10x faster).
+            ``False`` for the ``tokenizers`` approximation (no extra dependencies).
         path: a ``tokenizer.json`` whose BPE vocabulary to use (e.g. from an imported model folder);
             default: the released 40,478-token vocabulary shipped with gptkit.
     """
