@@ -37,10 +37,9 @@ SIZES = {
 def peak_flops(device: torch.device, precision: str, override: float | None) -> float | None:
     if override:
         return override * 1e12
-    from lightning_fabric.utilities.throughput import get_available_flops
+    from gptkit.callbacks import peak_flops as device_peak
 
-    dtype = torch.bfloat16 if "bf16" in precision else torch.float32
-    return get_available_flops(device, dtype)
+    return device_peak(device, torch.bfloat16 if "bf16" in precision else torch.float32)
 
 
 def sync(device: torch.device) -> None:
@@ -92,33 +91,82 @@ def bench_gptkit(args, size, device) -> dict:
     data = torch.randint(0, vocab, (total * batch, n_ctx + 1), generator=torch.Generator().manual_seed(0))
     loader = DataLoader(data, batch_size=batch, shuffle=False, pin_memory=device.type == "cuda")
 
-    times: list[float] = []
+    marks: dict[str, float] = {}
 
     class Timer(pl.Callback):
+        """Synchronises only where the timed window starts and ends, so the host may run ahead."""
+
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            sync(device)
-            self.t0 = time.perf_counter()
+            if batch_idx in (0, args.warmup):
+                sync(device)
+                marks[f"start{batch_idx}"] = time.perf_counter()
+                if batch_idx == args.warmup:
+                    reset_memory(device)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            sync(device)
-            times.append(time.perf_counter() - self.t0)
-            if batch_idx == args.warmup - 1:
-                reset_memory(device)
+            if batch_idx == total - 1:
+                sync(device)
+                marks["end"] = time.perf_counter()
 
     trainer.callbacks.append(Timer())
     t_start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
     wall = time.perf_counter() - t_start
-    steady = sum(times[args.warmup :])
+    steady = marks["end"] - marks[f"start{args.warmup}"]
     return {
         "name": "gptkit fit",
         "tokens_per_s": args.steps * batch * n_ctx / steady,
-        "first_steps_s": round(sum(times[: args.warmup]), 2),  # includes torch.compile
+        "first_steps_s": round(marks[f"start{args.warmup}"] - marks["start0"], 2),  # includes torch.compile
+        "fused_adamw": bool(trainer.optimizers[0].defaults.get("fused")),
         "wall_s": round(wall, 1),
         "flops_per_token": module.flops_per_token,
         "peak_mem_gb": peak_memory_gb(device),
         "precision": str(trainer.precision),
     }
+
+
+def bench_plain(args, size, device) -> dict:
+    """gptkit's model and fused loss in a bare loop (no Lightning): what the Trainer costs on top."""
+    from gptkit.model import GPT, GPTConfig, lm_loss
+    from gptkit.module import LM_LOSS_CHUNK
+    from gptkit.optim import param_groups
+
+    n_layer, n_head, n_embd, n_ctx, vocab, batch = size
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab, n_ctx=n_ctx, n_layer=n_layer, n_head=n_head, n_embd=n_embd)).to(device)
+    cuda = device.type == "cuda"
+    opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=cuda)
+    if cuda and not args.no_compile:
+        model.compile()
+    x = torch.randint(0, vocab, (batch, n_ctx + 1), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            loss = lm_loss(model, model(x[:, :-1]), x[:, 1:], chunk_size=LM_LOSS_CHUNK if cuda else None)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return _time_loop(args, device, step, "gptkit model, bare loop", batch * n_ctx)
+
+
+def _time_loop(args, device, step, name: str, tokens_per_step: int) -> dict:
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    first = time.perf_counter() - t0
+    reset_memory(device)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync(device)
+    steady = time.perf_counter() - t0
+    result = {"name": name, "tokens_per_s": args.steps * tokens_per_step / steady, "first_steps_s": round(first, 2),
+              "peak_mem_gb": peak_memory_gb(device)}
+    reset_memory(device)
+    return result
 
 
 def bench_hf(args, size, device, autocast: bool, compile_: bool) -> dict:
@@ -141,23 +189,8 @@ def bench_hf(args, size, device, autocast: bool, compile_: bool) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    sync(device)
-    first = time.perf_counter() - t0
-    reset_memory(device)
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync(device)
-    steady = time.perf_counter() - t0
     name = "transformers " + ("bf16" if autocast else "fp32") + (" + compile" if compile_ else "")
-    result = {"name": name, "tokens_per_s": args.steps * batch * n_ctx / steady, "first_steps_s": round(first, 2),
-              "peak_mem_gb": peak_memory_gb(device)}
-    reset_memory(device)
-    return result
+    return _time_loop(args, device, step, name, batch * n_ctx)
 
 
 def main() -> None:
@@ -170,6 +203,7 @@ def main() -> None:
     p.add_argument("--precision", default=None, help="gptkit trainer.precision (default: its own default)")
     p.add_argument("--no-compile", action="store_true", help="gptkit without torch.compile")
     p.add_argument("--hf", default=None, help="comma list of: fp32,bf16,bf16-compile (default: fp32 on CPU, all on CUDA)")
+    p.add_argument("--bare", action="store_true", help="also time gptkit's model in a bare loop (no Lightning)")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense peak for MFU (default: Lightning's table)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
@@ -183,12 +217,15 @@ def main() -> None:
 
     results = [bench_gptkit(args, size, device)]
     flops_per_token = results[0]["flops_per_token"]
+    if args.bare:
+        results.append(bench_plain(args, size, device))
     for v in hf_variants:
         results.append(bench_hf(args, size, device, autocast=v.startswith("bf16"), compile_=v.endswith("compile")))
 
     precision = results[0]["precision"]
     peak = peak_flops(device, precision, args.peak_tflops)
-    best_hf = max(r["tokens_per_s"] for r in results[1:]) if len(results) > 1 else None
+    hf = [r["tokens_per_s"] for r in results if r["name"].startswith("transformers")]
+    best_hf = max(hf) if hf else None
     info = {
         "date": date.today().isoformat(),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",

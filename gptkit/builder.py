@@ -275,8 +275,8 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
 def build_trainer(cfg: DictConfig, rdir: Path) -> pl.Trainer:
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if v is not None}
-    kwargs.setdefault("precision", default_precision(cfg))
+    kwargs = OmegaConf.to_container(cfg.trainer)  # None means Lightning's own default, except:
+    kwargs["precision"] = kwargs["precision"] or default_precision(cfg)
     callbacks, bar = build_callbacks(cfg, rdir)
     return pl.Trainer(
         **kwargs,

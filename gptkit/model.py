@@ -224,37 +224,57 @@ def lm_loss(
     return (losses * weights.view(-1)).sum()
 
 
+def _cross_entropy_and_grad(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor):
+    """Weighted CE sum over rows and its gradient w.r.t. the logits, ``w * (softmax - onehot)``.
+
+    Written as plain pointwise/reduction ops so that ``torch.compile`` fuses it into a couple of kernels
+    that read the (bf16) logits once or twice and never store float32 copies of them.
+    """
+    x = logits.float()
+    lse = torch.logsumexp(x, dim=-1)
+    loss = ((lse - x.gather(1, targets[:, None]).squeeze(1)) * weights).sum()
+    cols = torch.arange(x.size(1), device=x.device)
+    grad = (torch.exp(x - lse[:, None]) - (cols[None, :] == targets[:, None]).float()) * weights[:, None]
+    return loss, grad.to(logits.dtype)
+
+
+_compiled_ce = None
+
+
+def _ce_kernel(device: torch.device):
+    """The fused CE step: compiled on CUDA (once, lazily), eager elsewhere."""
+    global _compiled_ce
+    if device.type != "cuda":
+        return _cross_entropy_and_grad
+    if _compiled_ce is None:
+        _compiled_ce = torch.compile(_cross_entropy_and_grad, dynamic=True)
+    return _compiled_ce
+
+
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """``sum_i w_i * CE(h_i @ W^T, y_i)`` computed chunk by chunk, gradients included.
 
     The loss is the end of the graph, so each chunk's gradients (``softmax - onehot``, times the row
     weight) are formed right after its logits and multiplied into ``dH`` and ``dW`` at once; the
-    chunk's logits are then freed. Peak extra memory is one ``chunk x vocab`` float32 block instead
-    of ``rows x vocab``, with the same matrix products as the plain forward and backward (no
-    recomputation). Matrix products follow the surrounding autocast dtype; softmax and the
+    chunk's logits are then freed. Peak extra memory is one ``chunk x vocab`` block instead of
+    ``rows x vocab`` float32 logits, with the same matrix products as the plain forward and backward
+    (no recomputation). Matrix products follow the surrounding autocast dtype; the softmax and the
     accumulated ``dW`` are float32.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, weights, chunk_size):
         need_grad = hidden.requires_grad or weight.requires_grad
+        kernel = _ce_kernel(hidden.device)
         loss = torch.zeros((), device=hidden.device, dtype=torch.float32)
         d_hidden = torch.empty_like(hidden) if need_grad else None
         d_weight = torch.zeros_like(weight, dtype=torch.float32) if need_grad else None
         for start in range(0, hidden.size(0), chunk_size):
             h = hidden[start : start + chunk_size]
-            y = targets[start : start + chunk_size]
-            w = weights[start : start + chunk_size]
-            logits = F.linear(h, weight).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            loss += ((lse - logits.gather(1, y[:, None]).squeeze(1)) * w).sum()
+            logits = F.linear(h, weight)  # autocast dtype (bf16 under bf16-mixed)
+            chunk_loss, grad = kernel(logits, targets[start : start + chunk_size], weights[start : start + chunk_size])
+            loss += chunk_loss
             if need_grad:
-                # d loss / d logits = w * (softmax - onehot), computed in place over the logits buffer
-                grad = logits.sub_(lse[:, None]).exp_()
-                grad[torch.arange(len(y), device=y.device), y] -= 1.0
-                grad.mul_(w[:, None])
-                grad = grad.to(h.dtype if not torch.is_autocast_enabled(h.device.type) else
-                               torch.get_autocast_dtype(h.device.type))
                 d_hidden[start : start + chunk_size] = grad @ weight.to(grad.dtype)
                 d_weight += (grad.t() @ h.to(grad.dtype)).float()
         ctx.weight_dtype = weight.dtype

@@ -20,7 +20,7 @@ from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig, lm_loss
 from gptkit.optim import make_optimizer, schedule_factor
 
-LM_LOSS_CHUNK = 4096  # rows: a 4096 x 40481 float32 logits block is 0.66 GB
+LM_LOSS_CHUNK = 8192  # rows per chunk of the fused LM loss: 8192 x 40481 bf16 logits is 0.66 GB
 
 
 class NonFiniteLossError(GptkitError):
@@ -117,22 +117,40 @@ class GPTModule(pl.LightningModule):
             n_tokens = batch["input_ids"].numel()
             logs = {"train/loss": loss, "train/task_loss": task_loss}
         self.flops_per_batch = self.flops_per_token * n_tokens
-        if not torch.isfinite(loss):
-            return self._non_finite(loss)
+        if self.objective["nonfinite"] == "skip":
+            if not torch.isfinite(loss):  # a host sync every step: the price of skipping exactly this batch
+                self.print(f"warning: non-finite loss ({loss.item()}) at step {self.trainer.global_step}; "
+                           "batch skipped")
+                return None
+        else:
+            self._raise_if_nonfinite()
+            self._pending_loss = (loss.detach(), self.trainer.global_step)
         self.log_dict(logs, prog_bar=True, batch_size=n_tokens)
         return loss
 
-    def _non_finite(self, loss: torch.Tensor) -> None:
-        step = self.trainer.global_step
-        if self.objective["nonfinite"] == "skip":
-            self.print(f"warning: non-finite loss ({loss.item()}) at step {step}; batch skipped")
-            return None
+    def _raise_if_nonfinite(self) -> None:
+        """Stop on a NaN/inf loss of the *previous* step (objective.nonfinite=stop).
+
+        Reading the previous step's loss lets the host run ahead of the device (no sync on the
+        current step); before any checkpoint is written the pending loss is checked too, so a
+        checkpoint never holds weights updated from a non-finite loss.
+        """
+        pending, self._pending_loss = getattr(self, "_pending_loss", None), None
+        if pending is None or torch.isfinite(pending[0]):
+            return
+        loss, step = pending
         ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "(none saved yet)"
         raise NonFiniteLossError(
             f"the loss became {loss.item()} at step {step}. The last checkpoint is {ckpt}; resume from it "
             "with ckpt_path=... and a lower optim.lr or longer warmup, or set objective.nonfinite=skip "
             "to skip such batches"
         )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._raise_if_nonfinite()
+
+    def on_train_end(self) -> None:
+        self._raise_if_nonfinite()
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.task is None:
