@@ -58,6 +58,7 @@ class GPTModule(pl.LightningModule):
         self.val_loss = MeanMetric()
         self.flops_per_token: float | None = None
         self.flops_per_batch: float | None = None
+        self.nonfinite_skipped = 0  # batches skipped for a NaN/inf loss (objective.nonfinite=skip)
 
     # -- fine-tuning hook -------------------------------------------------------------------------
     def _init_task(self, task: str, head_dropout: float) -> None:
@@ -109,21 +110,32 @@ class GPTModule(pl.LightningModule):
             n_tokens = batch["input_ids"].numel()
             logs = {"train/loss": loss, "train/task_loss": task_loss}
         self.flops_per_batch = self.flops_per_token * n_tokens
-        if not torch.isfinite(loss):
+        if not self._all_finite(loss):
             return self._non_finite(loss)
-        self.log_dict(logs, prog_bar=True, batch_size=n_tokens)
+        # sync_dist: under DDP the logged loss is the whole global batch's, as in a single-process run
+        self.log_dict(logs, prog_bar=True, batch_size=n_tokens, sync_dist=True)
         return loss
 
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every process: all processes must skip or stop together."""
+        finite = bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:
+            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
+        return finite
+
     def _non_finite(self, loss: torch.Tensor) -> None:
-        step = self.trainer.global_step
+        update = self.trainer.global_step + 1
         if self.objective["nonfinite"] == "skip":
-            self.print(f"warning: non-finite loss ({loss.item()}) at step {step}; batch skipped")
+            self.nonfinite_skipped += 1
+            self.print(f"warning: non-finite loss ({loss.item()}) in update {update}; batch skipped "
+                       f"({self.nonfinite_skipped} so far)")
             return None
-        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "(none saved yet)"
+        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or ""
+        where = (f"The last checkpoint is {ckpt}; resume from it with ckpt_path=last" if ckpt
+                 else "No checkpoint was saved before it; start again")
         raise NonFiniteLossError(
-            f"the loss became {loss.item()} at step {step}. The last checkpoint is {ckpt}; resume from it "
-            "with ckpt_path=... and a lower optim.lr or longer warmup, or set objective.nonfinite=skip "
-            "to skip such batches"
+            f"the loss became {loss.item()} in update {update}. {where} and a lower optim.lr or longer "
+            "optim.warmup_steps, or set objective.nonfinite=skip to skip such batches"
         )
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
