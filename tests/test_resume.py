@@ -41,6 +41,8 @@ class Record(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
+        if not outputs:  # a skipped batch (objective.nonfinite=skip)
+            return
         self.losses[step] = outputs["loss"].item()
         self.lrs[step] = trainer.optimizers[0].param_groups[0]["lr"]
         if step == self.stop_at:
