@@ -72,6 +72,8 @@ def checkpoint_tokenizer(path: str | os.PathLike) -> dict | None:
 
     path = Path(path).expanduser()
     if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{path} is not a pretrained-model folder: expected {CONFIG_FILE} in it")
         meta = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
         info = dict(meta.get("tokenizer") or {})
         info.setdefault("kind", "bpe")
@@ -283,8 +285,9 @@ def build_trainer(cfg: DictConfig, rdir: Path) -> pl.Trainer:
 
     from gptkit.reliability import AtomicCheckpointIO
 
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if v is not None}
-    kwargs.setdefault("precision", default_precision(cfg))
+    kwargs = OmegaConf.to_container(cfg.trainer)  # None is meaningful (check_val_every_n_epoch=null)
+    if kwargs["precision"] is None:
+        kwargs["precision"] = default_precision(cfg)
     callbacks, bar = build_callbacks(cfg, rdir)
     try:
         return pl.Trainer(
@@ -383,3 +386,9 @@ def fit_or_stop(c: Components, ckpt_path: str | None) -> None:
     except SIGTERMException:
         callback = next(cb for cb in c.trainer.callbacks if isinstance(cb, Preemption))
         raise preemption_message(c.trainer, callback) from None
+    except ValueError as exc:
+        if "val_check_interval" not in str(exc):
+            raise
+        raise ConfigError(f"trainer.val_check_interval: {' '.join(str(exc).split())} (with this data, "
+                          "trainer.val_check_interval must be at most the number of training batches per "
+                          "epoch, or set trainer.check_val_every_n_epoch=null)") from None
