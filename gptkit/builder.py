@@ -85,17 +85,21 @@ def checkpoint_tokenizer(path: str | os.PathLike) -> dict | None:
 
 # -- tokenizer --------------------------------------------------------------------------------------
 def _load_tokenizer_record(info: dict, where: str):
+    """A tokenizer from its record: ``{"kind": "bpe" | "openai-gpt" | "openai-gpt-fast", "path", "exact"}``."""
     kind = info.get("kind", "bpe")
-    if kind != "bpe":
-        from gptkit.openai_gpt import load_openai_tokenizer
-
-        return load_openai_tokenizer(exact=kind == "openai-gpt"), kind
     path = info.get("path")
-    if not path or not Path(path).is_file():
+    if path and not Path(path).is_file():
         raise CheckpointError(
             f"the tokenizer of {where} ({path}) is missing; set tokenizer.path to the tokenizer.json it was "
             "trained with"
         )
+    if kind != "bpe":
+        from gptkit.openai_gpt import load_openai_tokenizer
+
+        exact = info.get("exact", kind == "openai-gpt")
+        return load_openai_tokenizer(exact=exact, path=path), "openai-gpt" if exact else "openai-gpt-fast"
+    if not path:
+        raise CheckpointError(f"{where} records no tokenizer file; set tokenizer.path to its tokenizer.json")
     return Tokenizer.from_file(path), kind
 
 
@@ -103,7 +107,7 @@ def build_tokenizer(cfg: DictConfig, sources: list | None) -> tuple[Any, str]:
     """The run's tokenizer: named by the recipe, carried by a checkpoint, or trained on the corpus."""
     t = cfg.tokenizer
     if t.kind != "bpe":
-        return _load_tokenizer_record({"kind": t.kind}, "the recipe")
+        return _load_tokenizer_record({"kind": t.kind, "path": t.path}, "the recipe")
     if t.path:
         path = Path(t.path).expanduser()
         if path.is_file():
@@ -209,11 +213,11 @@ def init_from(module, checkpoint: str, n_transfer: int | None) -> None:
 
     state, ckpt_config, _ = load_backbone(checkpoint)
     mine = module.backbone.config
-    for field in ("n_embd", "n_head", "n_inner"):
+    for field, key in (("n_embd", "n_embd"), ("n_head", "n_head"), ("mlp_width", "n_inner")):
         if getattr(ckpt_config, field) != getattr(mine, field):
             raise CheckpointError(
-                f"init.checkpoint {checkpoint} has model.{field}={getattr(ckpt_config, field)} but the recipe "
-                f"says {getattr(mine, field)}; set model.{field} to match the checkpoint"
+                f"init.checkpoint {checkpoint} has model.{key}={getattr(ckpt_config, field)} but the recipe "
+                f"says {getattr(mine, field)}; set model.{key} to match the checkpoint"
             )
     if ckpt_config.n_layer < mine.n_layer and n_transfer is None:
         raise CheckpointError(
@@ -308,6 +312,8 @@ def build_trainer(cfg: DictConfig, rdir: Path) -> pl.Trainer:
 def build(cfg: DictConfig, verb: str = "fit") -> Components:
     """Make every component of a run from its config, in the order the data flows."""
     quiet_libraries()
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls left outside autocast
     rdir = run_dir(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
     if verb == "fit" and ckpt_path is None:
@@ -324,15 +330,13 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
 
         sources = resolve_sources(list(cfg.data.files), cfg.data.corpus, cfg.data.text_field, cfg.run.data_dir)
     tokenizer, kind = build_tokenizer(cfg, sources)
-    record = {"kind": kind, "path": None, "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
-    if kind == "bpe":
-        record["path"] = str((rdir / "tokenizer.json").resolve())
+    record = {"kind": kind, "exact": kind == "openai-gpt", "path": str((rdir / "tokenizer.json").resolve()),
+              "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
     if ckpt_path:
         check_resume(ckpt_path, record)
     if verb == "fit" and rank_zero_only.rank == 0:
         rdir.mkdir(parents=True, exist_ok=True)
-        if kind == "bpe":
-            tokenizer.save(rdir / "tokenizer.json")
+        tokenizer.save(rdir / "tokenizer.json")
         (rdir / "config.yaml").write_text(to_yaml(cfg))
 
     datamodule = build_datamodule(cfg, tokenizer, sources)

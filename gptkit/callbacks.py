@@ -59,6 +59,12 @@ class PlainProgress(pl.Callback):
         elapsed = time.perf_counter() - self._t0
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         line = self._fmt(trainer.callback_metrics, ("train/",))
+        speed = trainer.logged_metrics  # ThroughputMonitor logs straight to the logger
+        tokens = speed.get("train/items_per_sec", speed.get("train/device/items_per_sec"))  # all devices if >1
+        if tokens is not None:
+            line += f"  tokens/s {float(tokens):,.0f}"
+        if "train/device/mfu" in speed:
+            line += f"  mfu {100 * float(speed['train/device/mfu']):.1f}%"
         self._write(trainer, f"step {step}/{int(total)}  {line}  lr {lr:.3g}  elapsed {elapsed:.0f}s")
 
     def on_validation_end(self, trainer, pl_module) -> None:

@@ -73,6 +73,7 @@ class DataConfig:
 class ObjectiveConfig:
     lm_coef: float = 0.5  # weight of the auxiliary LM loss when fine-tuning (0 turns it off)
     nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+    chunked_lm_loss: bool | None = None  # fused head + cross-entropy over row chunks; null = on for CUDA
 
 
 @dataclass

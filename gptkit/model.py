@@ -194,19 +194,75 @@ def lm_loss(
     targets: torch.Tensor,
     ignore_index: int = -100,
     per_sequence: bool = False,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Next-token cross-entropy from hidden states ``[B, T, C]`` and targets ``[B, T]``.
 
     Positions whose target is ``ignore_index`` are masked. With ``per_sequence`` the loss is averaged
     per sequence, then over sequences (the released fine-tuning code); otherwise over all tokens.
-    Logits are upcast to float32 for a numerically stable softmax.
+
+    With ``chunk_size`` the tied LM head and the cross-entropy run fused over chunks of rows
+    (:class:`ChunkedLinearCrossEntropy`), so the float32 logits over the whole vocabulary are never
+    held for the whole batch; the loss and gradients are the same. Without it, logits are
+    materialised and upcast to float32.
     """
+    mask = targets != ignore_index
+    if per_sequence:
+        counts = mask.sum(1, keepdim=True).clamp_min(1)
+        weights = (mask / counts / targets.size(0)).float()
+    else:
+        weights = (mask / mask.sum().clamp_min(1)).float()
+    if chunk_size:
+        return ChunkedLinearCrossEntropy.apply(
+            hidden.reshape(-1, hidden.size(-1)), model.tokens_embed.weight,
+            targets.reshape(-1).clamp_min(0), weights.reshape(-1), chunk_size,
+        )
     logits = model.lm_logits(hidden).float()
     losses = F.cross_entropy(
         logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index, reduction="none"
-    ).view_as(targets)
-    mask = (targets != ignore_index).to(losses.dtype)
-    if per_sequence:
-        per_seq = (losses * mask).sum(1) / mask.sum(1).clamp_min(1)
-        return per_seq.mean()
-    return (losses * mask).sum() / mask.sum().clamp_min(1)
+    )
+    return (losses * weights.view(-1)).sum()
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """``sum_i w_i * CE(h_i @ W^T, y_i)`` computed chunk by chunk, gradients included.
+
+    The loss is the end of the graph, so each chunk's gradients (``softmax - onehot``, times the row
+    weight) are formed right after its logits and multiplied into ``dH`` and ``dW`` at once; the
+    chunk's logits are then freed. Peak extra memory is one ``chunk x vocab`` float32 block instead
+    of ``rows x vocab``, with the same matrix products as the plain forward and backward (no
+    recomputation). Matrix products follow the surrounding autocast dtype; softmax and the
+    accumulated ``dW`` are float32.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, weights, chunk_size):
+        need_grad = hidden.requires_grad or weight.requires_grad
+        loss = torch.zeros((), device=hidden.device, dtype=torch.float32)
+        d_hidden = torch.empty_like(hidden) if need_grad else None
+        d_weight = torch.zeros_like(weight, dtype=torch.float32) if need_grad else None
+        for start in range(0, hidden.size(0), chunk_size):
+            h = hidden[start : start + chunk_size]
+            y = targets[start : start + chunk_size]
+            w = weights[start : start + chunk_size]
+            logits = F.linear(h, weight).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            loss += ((lse - logits.gather(1, y[:, None]).squeeze(1)) * w).sum()
+            if need_grad:
+                # d loss / d logits = w * (softmax - onehot), computed in place over the logits buffer
+                grad = logits.sub_(lse[:, None]).exp_()
+                grad[torch.arange(len(y), device=y.device), y] -= 1.0
+                grad.mul_(w[:, None])
+                grad = grad.to(h.dtype if not torch.is_autocast_enabled(h.device.type) else
+                               torch.get_autocast_dtype(h.device.type))
+                d_hidden[start : start + chunk_size] = grad @ weight.to(grad.dtype)
+                d_weight += (grad.t() @ h.to(grad.dtype)).float()
+        ctx.weight_dtype = weight.dtype
+        ctx.save_for_backward(d_hidden, d_weight)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        d_hidden, d_weight = ctx.saved_tensors
+        d_weight = (d_weight * grad_output).to(ctx.weight_dtype)
+        return d_hidden * grad_output.to(d_hidden.dtype), d_weight, None, None, None

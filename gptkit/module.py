@@ -20,6 +20,8 @@ from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig, lm_loss
 from gptkit.optim import make_optimizer, schedule_factor
 
+LM_LOSS_CHUNK = 4096  # rows: a 4096 x 40481 float32 logits block is 0.66 GB
+
 
 class NonFiniteLossError(GptkitError):
     """The loss became NaN or infinite."""
@@ -50,7 +52,8 @@ class GPTModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.backbone = GPT(GPTConfig(**model))
-        self.objective = {"lm_coef": 0.5, "nonfinite": "stop", **(objective or {})}
+        self.objective = {"lm_coef": 0.5, "nonfinite": "stop", "chunked_lm_loss": None, **(objective or {})}
+        self.lm_chunk: int | None = None  # rows per chunk of the fused LM loss; set in setup()
         self.task = None
         self.head: nn.Module | None = None
         if task is not None:
@@ -75,14 +78,15 @@ class GPTModule(pl.LightningModule):
     def _lm_step(self, block: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Pretraining: mean next-token loss over a batch of ``n_ctx + 1`` token blocks."""
         x, y = block[:, :-1], block[:, 1:]
-        return lm_loss(self.backbone, self.backbone(x), y), y.numel()
+        return lm_loss(self.backbone, self.backbone(x), y, chunk_size=self.lm_chunk), y.numel()
 
     def _task_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Fine-tuning: (total loss, task loss, logits) for a batch of the task batch contract."""
         ids = batch["input_ids"]
         B, K, T = ids.shape
         hidden = self.backbone(ids.view(B * K, T))
-        lm = lm_loss(self.backbone, hidden, batch["lm_targets"].view(B * K, T), per_sequence=True)
+        lm = lm_loss(self.backbone, hidden, batch["lm_targets"].view(B * K, T), per_sequence=True,
+                     chunk_size=self.lm_chunk)
         pos = batch["extract_pos"].view(B * K)
         extract = hidden[torch.arange(B * K, device=ids.device), pos].view(B, K, -1)
         logits = self.head(extract, batch["choice_mask"])
@@ -93,6 +97,10 @@ class GPTModule(pl.LightningModule):
 
     # -- Lightning hooks --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        chunked = self.objective["chunked_lm_loss"]
+        if chunked is None:
+            chunked = self.trainer.strategy.root_device.type == "cuda"
+        self.lm_chunk = LM_LOSS_CHUNK if chunked else None
         if self.flops_per_token is None:
             self.flops_per_token = measure_flops_per_token(self.backbone.config)
 
