@@ -42,8 +42,15 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path=last`` / ``best`` name the run folder's checkpoints; other values are paths."""
+    """``ckpt_path=last`` / ``best`` name the run folder's checkpoints; other values are paths.
+
+    ``auto`` resumes from ``last.ckpt`` when the run folder has one and starts afresh otherwise: the
+    same command line then serves the first start and every restart of a preempted job.
+    """
     ckpt = cfg.ckpt_path
+    if ckpt == "auto":
+        last = run_dir(cfg) / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
     if ckpt in ("last", "best"):
         folder = run_dir(cfg) / "checkpoints"
         if ckpt == "last":
@@ -65,6 +72,8 @@ def checkpoint_tokenizer(path: str | os.PathLike) -> dict | None:
 
     path = Path(path).expanduser()
     if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{path} is not a pretrained-model folder: expected {CONFIG_FILE} in it")
         meta = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
         info = dict(meta.get("tokenizer") or {})
         info.setdefault("kind", "bpe")
@@ -249,6 +258,7 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
     from gptkit.callbacks import PlainProgress, throughput_monitor
+    from gptkit.reliability import Preemption, RNGState
 
     c = cfg.checkpoint
     monitor_name = c.monitor.replace("/", "_")
@@ -259,6 +269,8 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
             auto_insert_metric_name=False, every_n_train_steps=c.every_n_train_steps,
         ),
         LearningRateMonitor(logging_interval="step"),
+        RNGState(),
+        Preemption(),
     ]
     if cfg.logging.throughput:
         callbacks.append(throughput_monitor())
@@ -275,17 +287,25 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
 def build_trainer(cfg: DictConfig, rdir: Path) -> pl.Trainer:
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    kwargs = OmegaConf.to_container(cfg.trainer)  # None means Lightning's own default, except:
-    kwargs["precision"] = kwargs["precision"] or default_precision(cfg)
+    from gptkit.reliability import AtomicCheckpointIO
+
+    kwargs = OmegaConf.to_container(cfg.trainer)  # None is meaningful (check_val_every_n_epoch=null)
+    if kwargs["precision"] is None:
+        kwargs["precision"] = default_precision(cfg)
     callbacks, bar = build_callbacks(cfg, rdir)
-    return pl.Trainer(
-        **kwargs,
-        default_root_dir=str(rdir),
-        logger=TensorBoardLogger(save_dir=str(rdir), name="tensorboard"),
-        callbacks=callbacks,
-        enable_progress_bar=bar,
-        enable_model_summary=False,
-    )
+    try:
+        return pl.Trainer(
+            **kwargs,
+            default_root_dir=str(rdir),
+            logger=TensorBoardLogger(save_dir=str(rdir), name="tensorboard"),
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],  # temp file + fsync + rename; weights_only loading
+            enable_progress_bar=bar,
+            enable_model_summary=False,
+        )
+    except (ValueError, TypeError, RuntimeError) as exc:  # Lightning's MisconfigurationException is a ValueError
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"the trainer.* settings are not accepted by Lightning: {detail}") from None
 
 
 # -- the whole build --------------------------------------------------------------------------------
@@ -347,11 +367,32 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
         c.datamodule.setup("fit")
         log(c.datamodule.summary())
         log(f"model: {c.module.backbone.num_parameters():,} parameters; run folder {c.run_dir}")
-        c.trainer.fit(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path)
+        fit_or_stop(c, ckpt_path)
+        if getattr(c.module, "nonfinite_skipped", 0):
+            log(f"skipped {c.module.nonfinite_skipped} batch(es) with a non-finite loss (objective.nonfinite=skip)")
         best = c.trainer.checkpoint_callback.best_model_path
         log(f"done: last checkpoint {c.run_dir / 'checkpoints' / 'last.ckpt'}" + (f", best {best}" if best else ""))
     else:
         if ckpt_path is None and not cfg.init.checkpoint:
             raise ConfigError(f"`gptkit {verb}` needs a checkpoint: add ckpt_path=PATH (or ckpt_path=best / last)")
-        getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path)
+        getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
     return {k: float(v) for k, v in c.trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def fit_or_stop(c: Components, ckpt_path: str | None) -> None:
+    """``trainer.fit``; a preemption signal becomes :class:`~gptkit.reliability.Preempted` once saved."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from gptkit.reliability import Preemption, preemption_message
+
+    try:
+        c.trainer.fit(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        callback = next(cb for cb in c.trainer.callbacks if isinstance(cb, Preemption))
+        raise preemption_message(c.trainer, callback) from None
+    except ValueError as exc:
+        if "val_check_interval" not in str(exc):
+            raise
+        raise ConfigError(f"trainer.val_check_interval: {' '.join(str(exc).split())} (with this data, "
+                          "trainer.val_check_interval must be at most the number of training batches per "
+                          "epoch, or set trainer.check_val_every_n_epoch=null)") from None

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.verb](args)
     except GptkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{getattr(exc, 'prefix', 'error')}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -61,6 +61,7 @@ class GPTModule(pl.LightningModule):
         self.val_loss = MeanMetric()
         self.flops_per_token: float | None = None
         self.flops_per_batch: float | None = None
+        self.nonfinite_skipped = 0  # batches skipped for a NaN/inf loss (objective.nonfinite=skip)
 
     # -- fine-tuning hook -------------------------------------------------------------------------
     def _init_task(self, task: str, head_dropout: float) -> None:
@@ -117,33 +118,47 @@ class GPTModule(pl.LightningModule):
             n_tokens = batch["input_ids"].numel()
             logs = {"train/loss": loss, "train/task_loss": task_loss}
         self.flops_per_batch = self.flops_per_token * n_tokens
+        update = self.trainer.global_step + 1
         if self.objective["nonfinite"] == "skip":
-            if not torch.isfinite(loss):  # a host sync every step: the price of skipping exactly this batch
-                self.print(f"warning: non-finite loss ({loss.item()}) at step {self.trainer.global_step}; "
-                           "batch skipped")
-                return None
+            if not self._all_finite(loss):  # a host sync every step: the price of skipping exactly this batch
+                return self._skip(loss, update)
         else:
             self._raise_if_nonfinite()
-            self._pending_loss = (loss.detach(), self.trainer.global_step)
-        self.log_dict(logs, prog_bar=True, batch_size=n_tokens)
+            self._pending_loss = (loss.detach(), update)
+        # sync_dist: under DDP the logged loss is the whole global batch's, as in a single-process run
+        self.log_dict(logs, prog_bar=True, batch_size=n_tokens, sync_dist=True)
         return loss
 
-    def _raise_if_nonfinite(self) -> None:
-        """Stop on a NaN/inf loss of the *previous* step (objective.nonfinite=stop).
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every process: all processes must skip or stop together."""
+        finite = bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:
+            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
+        return finite
 
-        Reading the previous step's loss lets the host run ahead of the device (no sync on the
-        current step); before any checkpoint is written the pending loss is checked too, so a
+    def _skip(self, loss: torch.Tensor, update: int) -> None:
+        self.nonfinite_skipped += 1
+        self.print(f"warning: non-finite loss ({loss.item()}) in update {update}; batch skipped "
+                   f"({self.nonfinite_skipped} so far)")
+        return None
+
+    def _raise_if_nonfinite(self) -> None:
+        """Stop on a NaN/inf loss of the *previous* update (objective.nonfinite=stop).
+
+        Reading the previous update's loss lets the host run ahead of the device (no sync on the
+        current step); the pending loss is also checked before any checkpoint is written, so a
         checkpoint never holds weights updated from a non-finite loss.
         """
         pending, self._pending_loss = getattr(self, "_pending_loss", None), None
-        if pending is None or torch.isfinite(pending[0]):
+        if pending is None or self._all_finite(pending[0]):
             return
-        loss, step = pending
-        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "(none saved yet)"
+        loss, update = pending
+        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or ""
+        where = (f"The last checkpoint is {ckpt}; resume from it with ckpt_path=last" if ckpt
+                 else "No checkpoint was saved before it; start again")
         raise NonFiniteLossError(
-            f"the loss became {loss.item()} at step {step}. The last checkpoint is {ckpt}; resume from it "
-            "with ckpt_path=... and a lower optim.lr or longer warmup, or set objective.nonfinite=skip "
-            "to skip such batches"
+            f"the loss became {loss.item()} in update {update}. {where} and a lower optim.lr or longer "
+            "optim.warmup_steps, or set objective.nonfinite=skip to skip such batches"
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
