@@ -224,16 +224,17 @@ def lm_loss(
     return (losses * weights.view(-1)).sum()
 
 
-def _cross_entropy_and_grad(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor):
+def _cross_entropy_and_grad(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, n_valid: int):
     """Weighted CE sum over rows and its gradient w.r.t. the logits, ``w * (softmax - onehot)``.
 
-    Written as plain pointwise/reduction ops so that ``torch.compile`` fuses it into a couple of kernels
-    that read the (bf16) logits once or twice and never store float32 copies of them.
+    Only the first ``n_valid`` columns are vocabulary; the rest are padding (zero gradient). Written as
+    plain pointwise/reduction ops so that ``torch.compile`` fuses it into a couple of kernels that read
+    the (bf16) logits once or twice and never store float32 copies of them.
     """
-    x = logits.float()
+    cols = torch.arange(logits.size(1), device=logits.device)
+    x = torch.where(cols[None, :] < n_valid, logits.float(), float("-inf"))
     lse = torch.logsumexp(x, dim=-1)
     loss = ((lse - x.gather(1, targets[:, None]).squeeze(1)) * weights).sum()
-    cols = torch.arange(x.size(1), device=x.device)
     grad = (torch.exp(x - lse[:, None]) - (cols[None, :] == targets[:, None]).float()) * weights[:, None]
     return loss, grad.to(logits.dtype)
 
@@ -260,25 +261,33 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     ``rows x vocab`` float32 logits, with the same matrix products as the plain forward and backward
     (no recomputation). Matrix products follow the surrounding autocast dtype; the softmax and the
     accumulated ``dW`` are float32.
+
+    The head matrix is padded to a multiple of 64 rows for the products: with GPT-1's odd vocabulary
+    (40,481) the ``[rows, vocab]`` blocks would be misaligned and cuBLAS falls back to kernels about
+    5x slower on Hopper. Padded columns are masked out of the softmax.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, weights, chunk_size):
         need_grad = hidden.requires_grad or weight.requires_grad
         kernel = _ce_kernel(hidden.device)
+        dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) \
+            else hidden.dtype
+        n_vocab = weight.size(0)
+        w = F.pad(weight.to(dtype), (0, 0, 0, -n_vocab % 64))  # [vocab padded to 64, C], one copy per step
         loss = torch.zeros((), device=hidden.device, dtype=torch.float32)
         d_hidden = torch.empty_like(hidden) if need_grad else None
-        d_weight = torch.zeros_like(weight, dtype=torch.float32) if need_grad else None
+        d_weight = torch.zeros(w.shape, device=w.device, dtype=torch.float32) if need_grad else None
         for start in range(0, hidden.size(0), chunk_size):
-            h = hidden[start : start + chunk_size]
-            logits = F.linear(h, weight)  # autocast dtype (bf16 under bf16-mixed)
-            chunk_loss, grad = kernel(logits, targets[start : start + chunk_size], weights[start : start + chunk_size])
+            h = hidden[start : start + chunk_size].to(dtype)
+            y, rw = targets[start : start + chunk_size], weights[start : start + chunk_size]
+            chunk_loss, grad = kernel(h @ w.t(), y, rw, n_vocab)
             loss += chunk_loss
             if need_grad:
-                d_hidden[start : start + chunk_size] = grad @ weight.to(grad.dtype)
-                d_weight += (grad.t() @ h.to(grad.dtype)).float()
+                d_hidden[start : start + chunk_size] = grad @ w
+                d_weight += (grad.t() @ h).float()
         ctx.weight_dtype = weight.dtype
-        ctx.save_for_backward(d_hidden, d_weight)
+        ctx.save_for_backward(d_hidden, d_weight[:n_vocab] if need_grad else None)
         return loss
 
     @staticmethod
