@@ -26,16 +26,21 @@ def check_chunked_loss(device: torch.device) -> dict:
     model = GPT(GPTConfig(n_layer=2)).to(device).eval()
     x = torch.randint(0, model.config.vocab_size, (8, 512), device=device)
     out = {}
-    for chunk in (None, 4096):
+    for name, chunk, bf16 in (("fp32", None, False), ("plain", None, True), ("chunked", 8192, True)):
         model.zero_grad()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
             loss = lm_loss(model, model(x[:, :-1]), x[:, 1:], chunk_size=chunk)
         loss.backward()
-        out[chunk] = (loss.item(), grads(model))
-    (l0, g0), (l1, g1) = out[None], out[4096]
-    rel = max(((g0[k] - g1[k]).norm() / g0[k].norm().clamp_min(1e-12)).item() for k in g0)
-    return {"check": "chunked_lm_loss_bf16", "plain": l0, "chunked": l1, "abs_diff": abs(l0 - l1),
-            "max_rel_grad_diff": rel, "ok": abs(l0 - l1) < 2e-2 and rel < 2e-2}
+        out[name] = (loss.item(), grads(model))
+    ref = out["fp32"][1]
+
+    def err(g):  # worst relative gradient error against the float32 reference, over parameters
+        return max(((g[k] - ref[k]).norm() / ref[k].norm().clamp_min(1e-12)).item() for k in ref)
+
+    e_plain, e_chunked = err(out["plain"][1]), err(out["chunked"][1])
+    return {"check": "chunked_lm_loss_bf16", "fp32": out["fp32"][0], "plain_bf16": out["plain"][0],
+            "chunked_bf16": out["chunked"][0], "max_rel_grad_err_plain_bf16": e_plain,
+            "max_rel_grad_err_chunked_bf16": e_chunked, "ok": e_chunked <= 1.5 * e_plain + 1e-3}
 
 
 def check_flash(device: torch.device) -> dict:

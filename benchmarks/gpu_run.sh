@@ -15,8 +15,8 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, pytorch_lightning as pl, transformers, tokenizers; print('torch', torch.__version__, 'lightning', pl.__version__, 'transformers', transformers.__version__)"
 python3 benchmarks/cuda_checks.py 2>&1 | tee "$OUT/cuda_checks.jsonl"
-python3 benchmarks/train_step.py --device cuda --size paper --steps ${STEPS:-20} --warmup 8 ${BENCH_ARGS:-} --json "$OUT/train_step.json" 2>&1 \
+[ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/train_step.py --device cuda --size paper --steps ${STEPS:-20} --warmup 8 ${BENCH_ARGS:-} --json "$OUT/train_step.json" 2>&1 \
   | grep -v -i "warn" | tee "$OUT/train_step.txt"
 python3 -m gptkit.cli fit recipes/quickstart/pretrain.yaml data.corpus=null data.files=[tests/fixtures/news_sample.txt] \
-  trainer.max_steps=120 trainer.val_check_interval=60 trainer.log_every_n_steps=20 run.dir=/tmp/r run.data_dir=/tmp/d \
+  trainer.max_steps=120 trainer.val_check_interval=60 trainer.log_every_n_steps=20 run.dir=/tmp/r run.data_dir=/tmp/d run.overwrite=true \
   logging.progress=plain 2>&1 | grep -v -i "warn" | tail -12 | tee "$OUT/fit.txt"
