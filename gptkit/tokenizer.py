@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer as _Backend
@@ -45,14 +45,7 @@ class Tokenizer:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> Tokenizer:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"tokenizer file {path} does not exist")
-        try:
-            backend = _Backend.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
-            raise DataError(f"{path} is not a valid tokenizers JSON file ({exc})") from None
-        return cls(backend)
+        return cls(read_backend(path))
 
     @classmethod
     def train(
@@ -124,12 +117,12 @@ class Tokenizer:
         os.replace(tmp, path)
 
 
-def iter_batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for text in texts:
-        batch.append(text)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def read_backend(path: str | os.PathLike) -> _Backend:
+    """A ``tokenizers`` tokenizer from its JSON file, with a clear error for a missing or broken file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"tokenizer file {path} does not exist")
+    try:
+        return _Backend.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+        raise DataError(f"{path} is not a valid tokenizers JSON file ({exc})") from None

@@ -21,14 +21,13 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as _Backend
 
 from gptkit.errors import DataError
 from gptkit.openai_gpt.text import WORD_END, TextEncoder, read_vocab
-from gptkit.tokenizer import SPECIAL_TOKENS, UNK, Tokenizer
+from gptkit.tokenizer import SPECIAL_TOKENS, UNK, Tokenizer, read_backend
 
 # What ftfy.fix_text and text_standardize change in everyday prose. ftfy also repairs mojibake,
 # ligatures and full-width forms, which this does not.
@@ -152,14 +151,7 @@ class OpenAIGPTTokenizer:
     @classmethod
     def from_file(cls, path: str | os.PathLike, fast: bool = False) -> OpenAIGPTTokenizer:
         """Rebuild from a ``tokenizer.json`` written by :meth:`save` (any GPT-1 style BPE vocabulary)."""
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"tokenizer file {path} does not exist")
-        try:
-            backend = _Backend.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
-            raise DataError(f"{path} is not a valid tokenizers JSON file ({exc})") from None
-        encoder, merges = vocab_from_backend(backend)
+        encoder, merges = vocab_from_backend(read_backend(path))
         return cls(fast=fast, encoder=encoder, merges=merges)
 
     def encode(self, text: str) -> list[int]:
