@@ -1,0 +1,1 @@
+"""Data: pretraining corpora and fine-tuning DataModules."""
