@@ -86,3 +86,31 @@ def test_glue_score():
         glue_score({"mrpc": {"acc": 0.7}})
     with pytest.raises(DataError, match="not GLUE tasks"):
         glue_score({"race": {"acc": 0.6}})
+
+
+def _fake_run(folder, task, metrics, predictions=()):
+    import json
+
+    (folder / "results").mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"data:\n  name: {task}\n")
+    (folder / "results" / "test.json").write_text(json.dumps(metrics))
+    if predictions:
+        (folder / "predictions").mkdir()
+        for name in predictions:
+            (folder / "predictions" / name).write_text("index\tprediction\n0\t1\n")
+    return folder
+
+
+def test_glue_report_collects_scores_and_submission(tmp_path):
+    from gptkit.tasks.glue import glue_report
+
+    runs = [
+        _fake_run(tmp_path / "sst2", "sst2", {"test/acc": 0.9, "test/loss": 0.3}, ["SST-2.tsv"]),
+        _fake_run(tmp_path / "mnli", "mnli", {"test/acc_matched": 0.8, "test/acc_mismatched": 0.7}, ["MNLI-m.tsv"]),
+    ]
+    score, notes = glue_report(runs, tmp_path / "submission")
+    assert score.tasks == pytest.approx({"sst2": 90.0, "mnli": 75.0})
+    assert sorted(p.name for p in (tmp_path / "submission").iterdir()) == ["MNLI-m.tsv", "SST-2.tsv", "glue_score.txt"]
+    assert len(notes) == 1 and "MNLI-mm.tsv" in notes[0]
+    with pytest.raises(DataError, match="not a gptkit run folder"):
+        glue_report([tmp_path / "nothing"])

@@ -314,3 +314,67 @@ def copy_predictions(sources: Mapping[str, Path], out_dir: Path) -> list[Path]:
         dst.write_bytes(Path(src).read_bytes())
         written.append(dst)
     return written
+
+
+RESULTS_DIR = "results"  # <run dir>/results/<verb>.json: metrics of `gptkit validate` / `gptkit test`
+PREDICTIONS_DIR = "predictions"  # <run dir>/predictions/<GLUE file name>: `gptkit predict` output
+
+
+def read_run_results(run_dir: Path) -> tuple[str, dict[str, float]]:
+    """(task name, dev-set metrics) of one fine-tuning run folder.
+
+    The task comes from the run's saved ``config.yaml``; the metrics from ``results/validate.json``
+    or, failing that, ``results/test.json`` (for GLUE, ``gptkit test`` scores the dev set).
+    """
+    import json
+
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir).expanduser()
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise DataError(f"{run_dir} is not a gptkit run folder (no config.yaml)")
+    task = str(OmegaConf.load(config).data.name)
+    for verb in ("validate", "test"):
+        path = run_dir / RESULTS_DIR / f"{verb}.json"
+        if path.is_file():
+            try:
+                return task, {k: float(v) for k, v in json.loads(path.read_text()).items()}
+            except (ValueError, AttributeError) as exc:
+                raise DataError(f"{path} is not a JSON object of metric values ({exc})") from None
+    raise DataError(
+        f"{run_dir} has no results/validate.json or results/test.json; run "
+        f"`gptkit validate <recipe> run.name={run_dir.name} ckpt_path=best` first"
+    )
+
+
+def glue_report(run_dirs: list[Path], out_dir: Path | None = None) -> tuple[GlueScore, list[str]]:
+    """The GLUE score of fine-tuning runs (one folder per task) and, with ``out_dir``, a submission
+    folder with each task's test predictions under its GLUE file name (``SST-2.tsv``,
+    ``MNLI-m.tsv`` ...; the diagnostic AX is not produced). Returns the score and notes on
+    prediction files that are missing."""
+    from gptkit.tasks import get_task
+
+    results: dict[str, dict[str, float]] = {}
+    folders: dict[str, Path] = {}
+    for run_dir in run_dirs:
+        name, metrics = read_run_results(Path(run_dir))
+        if name in results:
+            raise DataError(f"two runs for task {name}: {folders[name]} and {run_dir}; pass one per task")
+        results[name], folders[name] = metrics, Path(run_dir).expanduser()
+    score = glue_score(results)
+    notes: list[str] = []
+    if out_dir is not None:
+        sources = {}
+        for name, folder in folders.items():
+            task = get_task(name)
+            for split in task.test_splits:
+                file = task.prediction_file(split)
+                path = folder / PREDICTIONS_DIR / file
+                if path.is_file():
+                    sources[file] = path
+                else:
+                    notes.append(f"no {file} in {folder / PREDICTIONS_DIR} (run `gptkit predict` for {name})")
+        copy_predictions(sources, Path(out_dir).expanduser())
+        (Path(out_dir).expanduser() / "glue_score.txt").write_text(score.table() + "\n")
+    return score, notes
