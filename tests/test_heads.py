@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from finetune_helpers import tiny_tokenizer
 
 from gptkit.heads import (
     ClassificationHead,
@@ -15,7 +16,6 @@ from gptkit.heads import (
 from gptkit.model import GPT, GPTConfig
 from gptkit.tasks import get_task
 from gptkit.tasks.base import Example, SpecialIds, collate, encode
-from tests.finetune_helpers import tiny_tokenizer
 
 C = 16
 

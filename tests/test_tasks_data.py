@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 import torch
+from finetune_helpers import ROOTS, SAMPLES, tiny_tokenizer
 
 from gptkit.data.finetune import FinetuneDataModule
 from gptkit.tasks import TASKS, get_task
-from tests.finetune_helpers import ROOTS, SAMPLES, tiny_tokenizer
 
 N_CTX = 128
 

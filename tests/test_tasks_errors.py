@@ -6,11 +6,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from finetune_helpers import GLUE, SAMPLES, tiny_tokenizer
 
 from gptkit.data.finetune import FinetuneDataModule
 from gptkit.errors import ConfigError, DataError
 from gptkit.tasks import get_task
-from tests.finetune_helpers import GLUE, SAMPLES, tiny_tokenizer
 
 
 def copy_glue(tmp_path, folder):

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from finetune_helpers import tiny_tokenizer
 
 from gptkit.errors import ConfigError
 from gptkit.tasks.base import (
@@ -21,7 +22,6 @@ from gptkit.tasks.base import (
     pair_caps,
     similarity_transform,
 )
-from tests.finetune_helpers import tiny_tokenizer
 
 S, D, C = 1000, 1001, 1002
 SP = SpecialIds(S, D, C)
