@@ -99,5 +99,5 @@ def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], GPT
     state = {
         k[len(BACKBONE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(BACKBONE_PREFIX)
     }
-    tok = hparams.get("tokenizer_path")
+    tok = (hparams.get("tokenizer") or {}).get("path")
     return state, GPTConfig(**hparams["model"]), Path(tok) if tok and Path(tok).is_file() else None

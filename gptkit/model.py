@@ -9,7 +9,7 @@ embedding, and N(0, 0.02) initialisation. Nothing here knows about files, recipe
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +108,7 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.config = config
+        self.config = replace(config)  # own copy: resize_token_embeddings updates it
         self.tokens_embed = nn.Embedding(config.vocab_size, config.n_embd)
         self.positions_embed = nn.Embedding(config.n_ctx, config.n_embd)
         self.drop = nn.Dropout(config.embd_pdrop)

@@ -1,1 +1,1 @@
-"""Data: pretraining corpora and fine-tuning DataModules."""
+"""Data: the corpus catalogue, text sources, token shards and the DataModules."""

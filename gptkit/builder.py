@@ -1,0 +1,353 @@
+"""From a validated config to running objects: tokenizer, DataModule, LightningModule, callbacks, Trainer.
+
+``build(cfg)`` is the one place where a recipe becomes components; ``run(verb, cfg)`` calls the
+Trainer. The CLI only parses arguments and calls ``run``; tests and sweeps can call either directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from gptkit.config import to_yaml
+from gptkit.console import log, quiet_libraries
+from gptkit.errors import CheckpointError, ConfigError, DataError
+from gptkit.tokenizer import Tokenizer
+
+
+@dataclass
+class Components:
+    cfg: DictConfig
+    run_dir: Path
+    tokenizer: Any
+    datamodule: pl.LightningDataModule
+    module: pl.LightningModule
+    trainer: pl.Trainer
+
+
+# -- paths ------------------------------------------------------------------------------------------
+def run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.run.dir).expanduser() / cfg.run.name
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path=last`` / ``best`` name the run folder's checkpoints; other values are paths."""
+    ckpt = cfg.ckpt_path
+    if ckpt in ("last", "best"):
+        folder = run_dir(cfg) / "checkpoints"
+        if ckpt == "last":
+            path = folder / "last.ckpt"
+        else:
+            best = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+            path = best[-1] if best else folder / "best.ckpt"
+        if not path.is_file():
+            raise CheckpointError(f"ckpt_path={ckpt}: {path} does not exist (has run '{cfg.run.name}' saved one?)")
+        return str(path)
+    if ckpt is not None and not Path(ckpt).expanduser().is_file():
+        raise CheckpointError(f"ckpt_path {ckpt} does not exist; give the path of a .ckpt file, or last / best")
+    return str(Path(ckpt).expanduser()) if ckpt else None
+
+
+def checkpoint_tokenizer(path: str | os.PathLike) -> dict | None:
+    """The tokenizer record (kind, path, fingerprint) kept with a checkpoint, if any."""
+    from gptkit.checkpoint import CONFIG_FILE, TOKENIZER_FILE, load_ckpt
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        meta = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
+        info = dict(meta.get("tokenizer") or {})
+        info.setdefault("kind", "bpe")
+        if (path / TOKENIZER_FILE).is_file():
+            info["path"] = str(path / TOKENIZER_FILE)
+        return info
+    return load_ckpt(path).get("hyper_parameters", {}).get("tokenizer")
+
+
+# -- tokenizer --------------------------------------------------------------------------------------
+def _load_tokenizer_record(info: dict, where: str):
+    kind = info.get("kind", "bpe")
+    if kind != "bpe":
+        from gptkit.openai_gpt import load_openai_tokenizer
+
+        return load_openai_tokenizer(exact=kind == "openai-gpt"), kind
+    path = info.get("path")
+    if not path or not Path(path).is_file():
+        raise CheckpointError(
+            f"the tokenizer of {where} ({path}) is missing; set tokenizer.path to the tokenizer.json it was "
+            "trained with"
+        )
+    return Tokenizer.from_file(path), kind
+
+
+def build_tokenizer(cfg: DictConfig, sources: list | None) -> tuple[Any, str]:
+    """The run's tokenizer: named by the recipe, carried by a checkpoint, or trained on the corpus."""
+    t = cfg.tokenizer
+    if t.kind != "bpe":
+        return _load_tokenizer_record({"kind": t.kind}, "the recipe")
+    if t.path:
+        path = Path(t.path).expanduser()
+        if path.is_file():
+            return Tokenizer.from_file(path), "bpe"
+        if sources is None:
+            raise DataError(f"tokenizer.path {path} does not exist and there is no corpus to train one on")
+    else:
+        for ckpt in (cfg.ckpt_path, cfg.init.checkpoint):
+            if ckpt and ckpt not in ("last", "best") and Path(ckpt).expanduser().exists():
+                info = checkpoint_tokenizer(ckpt)
+                if info:
+                    return _load_tokenizer_record(info, ckpt)
+        if sources is None:
+            raise ConfigError(
+                "no tokenizer for this run: set tokenizer.path, or init.checkpoint to a pretrained model"
+            )
+        ident = {"sources": [s.identity() for s in sources], "vocab_size": t.vocab_size,
+                 "lowercase": t.lowercase, "min_frequency": t.min_frequency, "max_bytes": t.train_max_bytes}
+        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+        path = Path(cfg.run.data_dir).expanduser() / "tokenizers" / key / "tokenizer.json"
+        if path.is_file():
+            return Tokenizer.from_file(path), "bpe"
+    return train_tokenizer(cfg, sources, path), "bpe"
+
+
+def train_tokenizer(cfg: DictConfig, sources: list, path: Path) -> Tokenizer:
+    import time
+
+    from gptkit.data.sources import read_sources
+
+    t = cfg.tokenizer
+
+    def texts():
+        seen = 0
+        for piece in read_sources(sources):
+            yield piece
+            seen += len(piece)
+            if t.train_max_bytes is not None and seen >= t.train_max_bytes:
+                return
+
+    log(f"training a {t.vocab_size:,}-token BPE tokenizer on the corpus ...")
+    t0 = time.perf_counter()
+    tok = Tokenizer.train(texts(), t.vocab_size, lowercase=t.lowercase, min_frequency=t.min_frequency)
+    tok.save(path)
+    log(f"tokenizer trained in {time.perf_counter() - t0:.1f}s ({tok.vocab_size:,} ids) -> {path}")
+    return tok
+
+
+# -- data -------------------------------------------------------------------------------------------
+def pin_memory(cfg: DictConfig) -> bool:
+    if cfg.data.pin_memory is not None:
+        return cfg.data.pin_memory
+    return torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+
+
+def build_datamodule(cfg: DictConfig, tokenizer, sources: list | None) -> pl.LightningDataModule:
+    d = cfg.data
+    if d.name == "pretrain":
+        from gptkit.data.pretrain import PretrainDataModule
+
+        return PretrainDataModule(
+            sources, tokenizer, Path(cfg.run.data_dir).expanduser() / "shards", n_ctx=cfg.model.n_ctx,
+            batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, val_fraction=d.val_fraction,
+            num_workers=d.num_workers, pin_memory=pin_memory(cfg), verify_shards=d.verify_shards,
+            seed=cfg.run.seed,
+        )
+    return build_task_datamodule(cfg, tokenizer)
+
+
+def build_task_datamodule(cfg: DictConfig, tokenizer) -> pl.LightningDataModule:
+    """Fine-tuning DataModule for ``data.name`` (the registered task)."""
+    from gptkit.data.finetune import FinetuneDataModule
+
+    d = cfg.data
+    return FinetuneDataModule(
+        d.name, root=d.root, tokenizer=tokenizer, n_ctx=cfg.model.n_ctx, batch_size=d.batch_size,
+        eval_batch_size=d.eval_batch_size, num_workers=d.num_workers, skip_bad_rows=d.skip_bad_rows,
+        subset=d.subset, seed=cfg.run.seed,
+    )
+
+
+# -- module -----------------------------------------------------------------------------------------
+def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict):
+    from gptkit.module import GPTModule
+
+    m = OmegaConf.to_container(cfg.model)
+    compile_ = m.pop("compile")
+    if compile_ is None:
+        compile_ = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    m["vocab_size"] = tokenizer.vocab_size
+    task = None if cfg.data.name == "pretrain" else cfg.data.name
+    module = GPTModule(
+        model=m, optim=OmegaConf.to_container(cfg.optim), objective=OmegaConf.to_container(cfg.objective),
+        task=task, tokenizer=tokenizer_record, compile=compile_,
+    )
+    if cfg.init.checkpoint and not cfg.ckpt_path:
+        init_from(module, cfg.init.checkpoint, cfg.init.n_transfer)
+    return module
+
+
+def init_from(module, checkpoint: str, n_transfer: int | None) -> None:
+    from gptkit.checkpoint import load_backbone
+
+    state, ckpt_config, _ = load_backbone(checkpoint)
+    mine = module.backbone.config
+    for field in ("n_embd", "n_head", "n_inner"):
+        if getattr(ckpt_config, field) != getattr(mine, field):
+            raise CheckpointError(
+                f"init.checkpoint {checkpoint} has model.{field}={getattr(ckpt_config, field)} but the recipe "
+                f"says {getattr(mine, field)}; set model.{field} to match the checkpoint"
+            )
+    if ckpt_config.n_layer < mine.n_layer and n_transfer is None:
+        raise CheckpointError(
+            f"init.checkpoint {checkpoint} has {ckpt_config.n_layer} blocks but model.n_layer={mine.n_layer}; "
+            "match it, or set init.n_transfer to transfer fewer"
+        )
+    if state["tokens_embed.weight"].shape[0] > mine.vocab_size:
+        raise CheckpointError(
+            f"init.checkpoint {checkpoint} has a {state['tokens_embed.weight'].shape[0]}-token vocabulary but "
+            f"the tokenizer has {mine.vocab_size}; use the tokenizer the checkpoint was trained with"
+        )
+    keys = module.load_pretrained(state, n_transfer)
+    log(f"initialised {len(keys)} backbone tensors from {checkpoint}"
+        + (f" (embeddings + {n_transfer} blocks)" if n_transfer is not None else ""))
+
+
+def check_resume(ckpt_path: str, tokenizer_record: dict) -> None:
+    """Refuse to resume or evaluate a checkpoint with a tokenizer other than the one it was trained with."""
+    from gptkit.checkpoint import load_ckpt
+
+    hp = load_ckpt(ckpt_path).get("hyper_parameters", {})
+    theirs = (hp.get("tokenizer") or {}).get("fingerprint")
+    if theirs and theirs != tokenizer_record.get("fingerprint"):
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} was trained with tokenizer {theirs} but this run's tokenizer is "
+            f"{tokenizer_record.get('fingerprint')} ({tokenizer_record.get('path')}); drop tokenizer.path "
+            "to use the checkpoint's own tokenizer"
+        )
+
+
+# -- trainer ----------------------------------------------------------------------------------------
+def default_precision(cfg: DictConfig) -> str:
+    on_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], bool]:
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+
+    from gptkit.callbacks import PlainProgress, throughput_monitor
+
+    c = cfg.checkpoint
+    monitor_name = c.monitor.replace("/", "_")
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(
+            dirpath=rdir / "checkpoints", filename=f"best-step{{step}}-{monitor_name}{{{c.monitor}:.4f}}",
+            monitor=c.monitor, mode=c.mode, save_top_k=c.save_top_k, save_last=True,
+            auto_insert_metric_name=False, every_n_train_steps=c.every_n_train_steps,
+        ),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if cfg.logging.throughput:
+        callbacks.append(throughput_monitor())
+    progress = cfg.logging.progress
+    if progress == "auto":
+        progress = "rich" if sys.stderr.isatty() else "plain"
+    if progress == "rich":
+        callbacks.append(RichProgressBar())
+    elif progress == "plain":
+        callbacks.append(PlainProgress(every=cfg.trainer.log_every_n_steps))
+    return callbacks, progress == "rich"
+
+
+def build_trainer(cfg: DictConfig, rdir: Path) -> pl.Trainer:
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if v is not None}
+    kwargs.setdefault("precision", default_precision(cfg))
+    callbacks, bar = build_callbacks(cfg, rdir)
+    return pl.Trainer(
+        **kwargs,
+        default_root_dir=str(rdir),
+        logger=TensorBoardLogger(save_dir=str(rdir), name="tensorboard"),
+        callbacks=callbacks,
+        enable_progress_bar=bar,
+        enable_model_summary=False,
+    )
+
+
+# -- the whole build --------------------------------------------------------------------------------
+def build(cfg: DictConfig, verb: str = "fit") -> Components:
+    """Make every component of a run from its config, in the order the data flows."""
+    quiet_libraries()
+    rdir = run_dir(cfg)
+    ckpt_path = resolve_ckpt_path(cfg)
+    if verb == "fit" and ckpt_path is None:
+        guard_run_dir(cfg, rdir)
+    pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
+
+    sources = None
+    if cfg.data.name != "pretrain":
+        from gptkit.tasks import get_task
+
+        get_task(cfg.data.name)  # an unknown task is a ConfigError naming the closest one
+    else:
+        from gptkit.data.sources import resolve_sources
+
+        sources = resolve_sources(list(cfg.data.files), cfg.data.corpus, cfg.data.text_field, cfg.run.data_dir)
+    tokenizer, kind = build_tokenizer(cfg, sources)
+    record = {"kind": kind, "path": None, "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
+    if kind == "bpe":
+        record["path"] = str((rdir / "tokenizer.json").resolve())
+    if ckpt_path:
+        check_resume(ckpt_path, record)
+    if verb == "fit" and rank_zero_only.rank == 0:
+        rdir.mkdir(parents=True, exist_ok=True)
+        if kind == "bpe":
+            tokenizer.save(rdir / "tokenizer.json")
+        (rdir / "config.yaml").write_text(to_yaml(cfg))
+
+    datamodule = build_datamodule(cfg, tokenizer, sources)
+    module = build_module(cfg, tokenizer, record)
+    trainer = build_trainer(cfg, rdir)
+    return Components(cfg, rdir, tokenizer, datamodule, module, trainer)
+
+
+def guard_run_dir(cfg: DictConfig, rdir: Path) -> None:
+    """A fresh run never silently mixes with, or overwrites, an earlier run's checkpoints."""
+    ckpts = rdir / "checkpoints"
+    if not any(ckpts.glob("*.ckpt")) or rank_zero_only.rank != 0:
+        return
+    if not cfg.run.overwrite:
+        raise ConfigError(
+            f"run folder {rdir} already holds checkpoints from an earlier run. Resume it with "
+            f"ckpt_path=last, start a separate run with run.name=<new name>, or replace it with run.overwrite=true"
+        )
+    shutil.rmtree(ckpts)
+
+
+def run(verb: str, cfg: DictConfig) -> dict[str, float]:
+    """Build and run ``fit``, ``validate`` or ``test``; returns the final logged metrics."""
+    c = build(cfg, verb)
+    ckpt_path = resolve_ckpt_path(cfg)
+    if verb == "fit":
+        c.datamodule.prepare_data()
+        c.datamodule.setup("fit")
+        log(c.datamodule.summary())
+        log(f"model: {c.module.backbone.num_parameters():,} parameters; run folder {c.run_dir}")
+        c.trainer.fit(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path)
+        best = c.trainer.checkpoint_callback.best_model_path
+        log(f"done: last checkpoint {c.run_dir / 'checkpoints' / 'last.ckpt'}" + (f", best {best}" if best else ""))
+    else:
+        if ckpt_path is None and not cfg.init.checkpoint:
+            raise ConfigError(f"`gptkit {verb}` needs a checkpoint: add ckpt_path=PATH (or ckpt_path=best / last)")
+        getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path)
+    return {k: float(v) for k, v in c.trainer.callback_metrics.items() if v.numel() == 1}

@@ -1,0 +1,255 @@
+"""Recipes: YAML files read with OmegaConf, merged onto a typed schema, then validated.
+
+A recipe may extend another with ``base: relative/path.yaml`` and then states only what differs.
+Command-line ``key=value`` overrides come last. Unknown keys are errors that name the key and
+suggest the closest valid one; values are type-checked by OmegaConf against the dataclasses below.
+Components are chosen by registered names (``data.name``, ``tokenizer.kind``, ``optim.schedule``),
+never by import paths, so a recipe cannot import or run code.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gptkit.errors import ConfigError
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"  # the run folder is <dir>/<name>
+    dir: str = "runs"
+    seed: int = 1337
+    data_dir: str = "data"  # cache for downloaded corpora, tokenizers and token shards
+    overwrite: bool = False  # allow a fresh run into a folder that already holds checkpoints
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    n_ctx: int = 512
+    n_inner: int | None = None  # MLP width; null = 4 * n_embd
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
+    compile: bool | None = None  # torch.compile the backbone; null = on for CUDA, off elsewhere
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "bpe"  # bpe (trained on the corpus) | openai-gpt (exact released pipeline) | openai-gpt-fast
+    path: str | None = None  # tokenizer.json; null = <data_dir>/tokenizers/<corpus key>/tokenizer.json
+    vocab_size: int = 40478  # learned BPE tokens; the three special tokens come on top
+    lowercase: bool = True
+    min_frequency: int = 2
+    train_max_bytes: int | None = None  # train on at most this much text (null = the whole corpus)
+
+
+@dataclass
+class DataConfig:
+    name: str = "pretrain"  # pretrain, or a fine-tuning task (sst2, race, ...)
+    corpus: str | None = None  # a catalogue corpus (`gptkit data list`), e.g. news
+    files: list[str] = field(default_factory=list)  # .txt / .jsonl / .csv files or globs
+    text_field: str = "text"  # JSONL key / CSV column holding the text
+    root: str | None = None  # folder of a task's official files
+    subset: str | None = None  # task subset, e.g. RACE middle | high | all
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+    pin_memory: bool | None = None  # null = on when training on CUDA
+    val_fraction: float = 0.005  # pretraining: held-out tail of the token stream
+    skip_bad_rows: bool = False  # fine-tuning: skip malformed rows (and report how many) instead of failing
+    verify_shards: bool = True  # re-hash token shards before training on them
+
+
+@dataclass
+class ObjectiveConfig:
+    lm_coef: float = 0.5  # weight of the auxiliary LM loss when fine-tuning (0 turns it off)
+    nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2.5e-4
+    weight_decay: float = 0.01  # decoupled (AdamW), on weight matrices and embeddings only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    schedule: str = "cosine"  # cosine | linear | constant (all after linear warmup)
+    warmup_steps: int = 2000
+    warmup_ratio: float | None = None  # if set, warmup = ratio * total updates (overrides warmup_steps)
+    fused: bool | None = None  # fused AdamW; null = on for CUDA
+
+
+@dataclass
+class InitConfig:
+    checkpoint: str | None = None  # a gptkit .ckpt or pretrained folder to start from
+    n_transfer: int | None = None  # transfer the embeddings and only the first k blocks
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to ``pytorch_lightning.Trainer`` as keyword arguments."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | fsdp | deepspeed ... (Lightning's registry)
+    precision: str | None = None  # null = bf16-mixed on CUDA with bf16 support, else 32-true
+    max_epochs: int | None = None
+    max_steps: int = -1
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    val_check_interval: Any = None  # int (batches) or float (fraction of an epoch)
+    check_val_every_n_epoch: int | None = 1
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    num_sanity_val_steps: int = 2
+    log_every_n_steps: int = 50
+    deterministic: bool = False
+
+
+@dataclass
+class CheckpointConfig:
+    monitor: str = "val/loss"
+    mode: str = "min"
+    save_top_k: int = 1
+    every_n_train_steps: int | None = None  # also save `last` every n updates (null: at validation)
+
+
+@dataclass
+class LoggingConfig:
+    progress: str = "auto"  # auto (rich on a terminal, plain lines otherwise) | rich | plain | none
+    throughput: bool = True  # tokens/s and MFU through Lightning's ThroughputMonitor
+
+
+@dataclass
+class GptkitConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    ckpt_path: str | None = None  # resume fit from, or evaluate, this checkpoint
+
+
+CHOICES = {
+    "optim.schedule": ("cosine", "linear", "constant"),
+    "tokenizer.kind": ("bpe", "openai-gpt", "openai-gpt-fast"),
+    "logging.progress": ("auto", "rich", "plain", "none"),
+    "checkpoint.mode": ("min", "max"),
+    "objective.nonfinite": ("stop", "skip"),
+}
+
+
+def _suggest(word: str, options: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    return f"; valid keys under '{prefix or '(top level)'}': {', '.join(sorted(options))}"
+
+
+def _check_keys(node: Any, schema: type, where: str, prefix: str = "") -> None:
+    """Reject keys that the schema does not have, naming the closest valid key."""
+    if not isinstance(node, dict):
+        return
+    valid = {f.name: f for f in fields(schema)}
+    for key, value in node.items():
+        full = f"{prefix}{key}"
+        if key not in valid:
+            raise ConfigError(f"unknown key '{full}' in {where}{_suggest(str(key), list(valid), prefix)}")
+        factory = valid[key].default_factory
+        sub = factory() if factory is not MISSING else None
+        if is_dataclass(sub):
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"'{full}' in {where} must be a mapping of keys, got {value!r}")
+            _check_keys(value, type(sub), where, f"{full}.")
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """The recipe and the recipes it extends, base first."""
+    if not path.is_file():
+        hint = f" (extended by {chain[-1]})" if chain else ""
+        raise ConfigError(f"recipe {path}{hint} does not exist; check the path (shipped recipes are in recipes/)")
+    if path.resolve() in {p.resolve() for p in chain}:
+        raise ConfigError(f"recipe {path} extends itself through 'base:' ({' -> '.join(map(str, chain))})")
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as exc:  # YAML syntax errors
+        msg = str(exc).strip().splitlines()
+        raise ConfigError(f"recipe {path} is not valid YAML: {' '.join(msg[:3])}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of keys, got {type(data).__name__}")
+    base = data.pop("base", None)
+    layers: list[tuple[Path, dict]] = []
+    if base is not None:
+        for b in [base] if isinstance(base, str) else base:
+            layers += _read_yaml((path.parent / str(b)), chain + (path,))
+    return layers + [(path, data)]
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``key=value`` pairs (dotted keys, YAML values) as a nested dict."""
+    bad = [o for o in overrides if "=" not in o or o.startswith("=")]
+    if bad:
+        raise ConfigError(f"override {bad[0]!r} is not of the form key=value (e.g. trainer.max_steps=100)")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot parse overrides {overrides}: {exc}") from None
+
+
+def load_config(recipe: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Read a recipe (and its bases), apply overrides, validate; returns a typed, read-only config."""
+    layers = _read_yaml(Path(recipe)) if recipe is not None else []
+    layers.append((Path("command line"), parse_overrides(list(overrides))))
+    cfg = OmegaConf.structured(GptkitConfig)
+    for where, data in layers:
+        _check_keys(data, GptkitConfig, str(where))
+        try:
+            cfg = OmegaConf.merge(cfg, data)
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", "") or ""
+            detail = str(exc).splitlines()[0]
+            raise ConfigError(f"invalid value for '{key}' in {where}: {detail}") from None
+    _check_values(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _check_values(cfg: DictConfig) -> None:
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"'{key}' is {value!r}; choose one of {', '.join(allowed)}")
+    positive = ["model.n_layer", "model.n_head", "model.n_embd", "model.n_ctx", "data.batch_size",
+                "tokenizer.vocab_size", "trainer.accumulate_grad_batches"]
+    for key in positive:
+        if OmegaConf.select(cfg, key) <= 0:
+            raise ConfigError(f"'{key}' must be positive, got {OmegaConf.select(cfg, key)}")
+    if cfg.model.n_embd % cfg.model.n_head:
+        raise ConfigError(
+            f"model.n_embd ({cfg.model.n_embd}) must be divisible by model.n_head ({cfg.model.n_head})"
+        )
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.data.val_fraction}")
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError(f"optim.betas must hold two numbers, got {list(cfg.optim.betas)}")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,28 @@
+"""Progress messages on stderr (first process only), and quieting of irrelevant library chatter."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+
+def log(msg: str) -> None:
+    """One line of progress on stderr, from the first process only."""
+    if rank_zero_only.rank == 0:
+        print(f"[gptkit] {msg}", file=sys.stderr, flush=True)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Drop advertising and deprecation noise that says nothing about the user's run."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")

@@ -1,0 +1,33 @@
+"""AdamW with decoupled weight decay and the paper's per-update learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay every weight matrix and embedding (2+ dims); never biases or LayerNorm gains."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def schedule_factor(step: int, schedule: str, warmup: int, total: int) -> float:
+    """Multiplier of the peak lr after ``step`` updates: linear warmup, then cosine/linear to 0 or constant."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas, eps: float, fused: bool):
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, fused=fused)

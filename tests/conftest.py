@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).parent.parent
+NEWS = FIXTURES / "news_sample.txt"
+
+
+@pytest.fixture
+def news_text() -> str:
+    return NEWS.read_text()
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``gptkit`` command line in a subprocess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "gptkit.cli", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=timeout, env=full_env,
+    )
+
+
+TINY = [
+    "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.n_ctx=32", "tokenizer.vocab_size=500",
+    "data.batch_size=8", "logging.progress=plain", "trainer.accelerator=cpu", "trainer.devices=1",
+]

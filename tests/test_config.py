@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import pytest
+
+from gptkit.config import load_config, to_yaml
+from gptkit.errors import ConfigError
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_every_shipped_recipe_validates(recipe):
+    cfg = load_config(recipe)
+    assert cfg.run.name
+    if cfg.data.name != "pretrain":
+        from gptkit.tasks import get_task
+
+        get_task(cfg.data.name)
+
+
+def test_paper_pretraining_recipe_has_paper_settings():
+    cfg = load_config(Path(__file__).parent.parent / "recipes" / "pretrain.yaml")
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head, cfg.model.n_ctx) == (12, 768, 12, 512)
+    assert cfg.data.batch_size == 64 and cfg.optim.lr == 2.5e-4 and cfg.optim.warmup_steps == 2000
+    assert cfg.optim.schedule == "cosine" and cfg.optim.weight_decay == 0.01
+    assert cfg.tokenizer.vocab_size == 40478 and cfg.model.embd_pdrop == 0.1
+
+
+def test_base_extension_and_overrides(tmp_path):
+    (tmp_path / "_base").mkdir()
+    (tmp_path / "_base" / "b.yaml").write_text("model:\n  n_layer: 3\n  n_embd: 64\n  n_head: 4\noptim:\n  lr: 0.1\n")
+    (tmp_path / "r.yaml").write_text("base: _base/b.yaml\nmodel:\n  n_layer: 5\n")
+    cfg = load_config(tmp_path / "r.yaml", ["optim.lr=0.5", "data.files=[a.txt,b.txt]"])
+    assert cfg.model.n_layer == 5 and cfg.model.n_embd == 64 and cfg.optim.lr == 0.5
+    assert list(cfg.data.files) == ["a.txt", "b.txt"]
+    assert "n_layer: 5" in to_yaml(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trainer.max_step=5"], "unknown key 'trainer.max_step'.*did you mean 'trainer.max_steps'"),
+        (["modle.n_layer=2"], "unknown key 'modle'.*did you mean 'model'"),
+        (["model.n_layer=two"], "invalid value for 'model.n_layer'"),
+        (["optim.schedule=cosin"], "'optim.schedule' is 'cosin'; choose one of"),
+        (["model.n_embd=30", "model.n_head=4"], "divisible"),
+        (["data.batch_size=0"], "must be positive"),
+        (["trainer.max_steps"], "not of the form key=value"),
+        (["tokenizer.kind=sentencepiece"], "choose one of bpe"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_bad_recipe_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "target.yaml").write_text("model:\n  _target_: os.system\n")
+    with pytest.raises(ConfigError, match="unknown key 'model._target_'"):
+        load_config(tmp_path / "target.yaml")
+
+
+def test_config_is_read_only():
+    cfg = load_config(None)
+    from omegaconf.errors import ReadonlyConfigError
+
+    with pytest.raises(ReadonlyConfigError):
+        cfg.model.n_layer = 3

@@ -1,0 +1,76 @@
+"""End to end: the real `gptkit fit` on real news text, then `gptkit generate`, resume and evaluate."""
+
+import glob
+
+import pytest
+from conftest import NEWS, REPO, TINY, run_cli
+
+QUICK = str(REPO / "recipes" / "quickstart" / "pretrain.yaml")
+ARGS = [QUICK, "data.corpus=null", f"data.files=[{NEWS}]", *TINY, "model.n_embd=64", "model.n_ctx=64",
+        "tokenizer.vocab_size=1000", "data.batch_size=16", "optim.lr=1e-3", "optim.warmup_steps=10",
+        "trainer.max_steps=80", "trainer.val_check_interval=40", "trainer.log_every_n_steps=10",
+        "trainer.limit_val_batches=null", "run.name=e2e"]
+
+
+def scalars(run_dir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = []
+    for path in sorted(glob.glob(str(run_dir / "tensorboard" / "*" / "events.*"))):
+        acc = EventAccumulator(path)
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            values += [(e.step, e.value) for e in acc.Scalars(tag)]
+    return values
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("e2e")
+    out = run_cli("fit", *ARGS, cwd=cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return cwd, out
+
+
+def test_fit_learns_real_text(trained):
+    cwd, out = trained
+    run_dir = cwd / "runs" / "e2e"
+    train = scalars(run_dir, "train/loss")
+    val = scalars(run_dir, "val/loss")
+    assert len(train) >= 6 and len(val) == 2
+    assert train[-1][1] < train[0][1] - 0.5  # loss goes down on real text
+    assert val[1][1] < val[0][1]
+    assert scalars(run_dir, "val/ppl")
+    assert any(tag for tag in ("lr-AdamW/pg1",) if scalars(run_dir, tag))
+    assert (run_dir / "config.yaml").is_file() and "n_embd: 64" in (run_dir / "config.yaml").read_text()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert "tokenised" in out.stderr and "step 80/80" in out.stderr  # plain progress lines off a terminal
+
+
+def test_generate_from_checkpoint(trained):
+    cwd, _ = trained
+    out = run_cli("generate", "runs/e2e/checkpoints/last.ckpt", "--prompt", "The president said",
+                  "--max-new-tokens", "12", "--num-samples", "2", cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("the president said") for line in lines)
+    assert all(len(line.split()) > 5 for line in lines)
+
+
+def test_refuses_to_overwrite_then_resumes_and_validates(trained):
+    cwd, _ = trained
+    again = run_cli("fit", *ARGS, cwd=cwd)
+    assert again.returncode == 2 and "already holds checkpoints" in again.stderr
+    resumed = run_cli("fit", *ARGS, "trainer.max_steps=90", "ckpt_path=last", cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "step 90/90" in resumed.stderr
+    val = run_cli("validate", *ARGS, "ckpt_path=last", cwd=cwd)
+    assert val.returncode == 0, val.stderr[-2000:]
+    assert "val/loss" in val.stdout and "val/ppl" in val.stdout
+
+
+def test_tokenizer_checkpoint_mismatch_is_refused(trained, tmp_path):
+    cwd, _ = trained
+    other = run_cli("fit", *ARGS, "tokenizer.vocab_size=700", "ckpt_path=last", cwd=cwd)
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "was trained with tokenizer" in other.stderr
