@@ -19,7 +19,9 @@ def news_text() -> str:
 
 def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real ``gptkit`` command line in a subprocess."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # Import the gptkit of this checkout, whatever an editable install elsewhere points at.
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "gptkit.cli", *args], cwd=cwd, capture_output=True, text=True,
         timeout=timeout, env=full_env,
