@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,22 @@ def test_init_transfers_embeddings_and_first_k_blocks():
     assert torch.equal(ft.backbone.tokens_embed.weight[:-3], state["tokens_embed.weight"])
     assert torch.equal(ft.backbone.tokens_embed.weight[-3:], fresh_special)  # new rows keep N(0, 0.02)
     assert torch.equal(ft.backbone.positions_embed.weight, pre.backbone.positions_embed.weight)
+
+
+def test_mnli_fit_logs_matched_and_mismatched(tmp_path):
+    """In-process build + Trainer: two validation sets, metric names with their suffixes."""
+    from finetune_helpers import GLUE
+
+    from gptkit.builder import run
+    from gptkit.config import load_config
+
+    tiny_tokenizer().save(tmp_path / "tok.json")
+    cfg = load_config(str(Path(__file__).parent.parent / "recipes" / "mnli.yaml"), [
+        f"data.root={GLUE}", f"tokenizer.path={tmp_path / 'tok.json'}", f"run.dir={tmp_path}",
+        "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.n_ctx=64", "data.batch_size=2",
+        "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.devices=1", "logging.progress=none",
+        "logging.throughput=false",
+    ])
+    metrics = run("fit", cfg)
+    assert {"val/acc_matched", "val/acc_mismatched", "val/loss", "train/task_loss"} <= set(metrics)
+    assert any("val_acc_matched" in p.name for p in (tmp_path / "mnli" / "checkpoints").iterdir())
