@@ -66,6 +66,7 @@ class DataConfig:
     num_workers: int = 0
     pin_memory: bool | None = None  # null = on when training on CUDA
     val_fraction: float = 0.005  # pretraining: held-out tail of the token stream
+    group_by_length: bool = False  # fine-tuning: batch examples of similar length (less padding)
     skip_bad_rows: bool = False  # fine-tuning: skip malformed rows (and report how many) instead of failing
     verify_shards: bool = True  # re-hash token shards before training on them
 
