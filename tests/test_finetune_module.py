@@ -115,3 +115,14 @@ def test_mnli_fit_logs_matched_and_mismatched(tmp_path):
     metrics = run("fit", cfg)
     assert {"val/acc_matched", "val/acc_mismatched", "val/loss", "train/task_loss"} <= set(metrics)
     assert any("val_acc_matched" in p.name for p in (tmp_path / "mnli" / "checkpoints").iterdir())
+    # Two test sets -> two GLUE submission files with label names.
+    from omegaconf import OmegaConf
+
+    from gptkit.builder import predict
+
+    cfg = OmegaConf.merge(cfg, {"ckpt_path": "last"})
+    paths = predict(cfg)
+    assert [p.name for p in paths] == ["MNLI-m.tsv", "MNLI-mm.tsv"]
+    for p in paths:
+        lines = p.read_text().splitlines()
+        assert lines[0] == "index\tprediction" and lines[1].split("\t")[1] in ("entailment", "neutral", "contradiction")
