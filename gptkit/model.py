@@ -194,19 +194,104 @@ def lm_loss(
     targets: torch.Tensor,
     ignore_index: int = -100,
     per_sequence: bool = False,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Next-token cross-entropy from hidden states ``[B, T, C]`` and targets ``[B, T]``.
 
     Positions whose target is ``ignore_index`` are masked. With ``per_sequence`` the loss is averaged
     per sequence, then over sequences (the released fine-tuning code); otherwise over all tokens.
-    Logits are upcast to float32 for a numerically stable softmax.
+
+    With ``chunk_size`` the tied LM head and the cross-entropy run fused over chunks of rows
+    (:class:`ChunkedLinearCrossEntropy`), so the float32 logits over the whole vocabulary are never
+    held for the whole batch; the loss and gradients are the same. Without it, logits are
+    materialised and upcast to float32.
     """
+    mask = targets != ignore_index
+    if per_sequence:
+        counts = mask.sum(1, keepdim=True).clamp_min(1)
+        weights = (mask / counts / targets.size(0)).float()
+    else:
+        weights = (mask / mask.sum().clamp_min(1)).float()
+    if chunk_size:
+        return ChunkedLinearCrossEntropy.apply(
+            hidden.reshape(-1, hidden.size(-1)), model.tokens_embed.weight,
+            targets.reshape(-1).clamp_min(0), weights.reshape(-1), chunk_size,
+        )
     logits = model.lm_logits(hidden).float()
     losses = F.cross_entropy(
         logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index, reduction="none"
-    ).view_as(targets)
-    mask = (targets != ignore_index).to(losses.dtype)
-    if per_sequence:
-        per_seq = (losses * mask).sum(1) / mask.sum(1).clamp_min(1)
-        return per_seq.mean()
-    return (losses * mask).sum() / mask.sum().clamp_min(1)
+    )
+    return (losses * weights.view(-1)).sum()
+
+
+def _cross_entropy_and_grad(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, n_valid: int):
+    """Weighted CE sum over rows and its gradient w.r.t. the logits, ``w * (softmax - onehot)``.
+
+    Only the first ``n_valid`` columns are vocabulary; the rest are padding (zero gradient). Written as
+    plain pointwise/reduction ops so that ``torch.compile`` fuses it into a couple of kernels that read
+    the (bf16) logits once or twice and never store float32 copies of them.
+    """
+    cols = torch.arange(logits.size(1), device=logits.device)
+    x = torch.where(cols[None, :] < n_valid, logits.float(), float("-inf"))
+    lse = torch.logsumexp(x, dim=-1)
+    loss = ((lse - x.gather(1, targets[:, None]).squeeze(1)) * weights).sum()
+    grad = (torch.exp(x - lse[:, None]) - (cols[None, :] == targets[:, None]).float()) * weights[:, None]
+    return loss, grad.to(logits.dtype)
+
+
+_compiled_ce = None
+
+
+def _ce_kernel(device: torch.device):
+    """The fused CE step: compiled on CUDA (once, lazily), eager elsewhere."""
+    global _compiled_ce
+    if device.type != "cuda":
+        return _cross_entropy_and_grad
+    if _compiled_ce is None:
+        _compiled_ce = torch.compile(_cross_entropy_and_grad, dynamic=True)
+    return _compiled_ce
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """``sum_i w_i * CE(h_i @ W^T, y_i)`` computed chunk by chunk, gradients included.
+
+    The loss is the end of the graph, so each chunk's gradients (``softmax - onehot``, times the row
+    weight) are formed right after its logits and multiplied into ``dH`` and ``dW`` at once; the
+    chunk's logits are then freed. Peak extra memory is one ``chunk x vocab`` block instead of
+    ``rows x vocab`` float32 logits, with the same matrix products as the plain forward and backward
+    (no recomputation). Matrix products follow the surrounding autocast dtype; the softmax and the
+    accumulated ``dW`` are float32.
+
+    The head matrix is padded to a multiple of 64 rows for the products: with GPT-1's odd vocabulary
+    (40,481) the ``[rows, vocab]`` blocks would be misaligned and cuBLAS falls back to kernels about
+    5x slower on Hopper. Padded columns are masked out of the softmax.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, weights, chunk_size):
+        need_grad = hidden.requires_grad or weight.requires_grad
+        kernel = _ce_kernel(hidden.device)
+        dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) \
+            else hidden.dtype
+        n_vocab = weight.size(0)
+        w = F.pad(weight.to(dtype), (0, 0, 0, -n_vocab % 64))  # [vocab padded to 64, C], one copy per step
+        loss = torch.zeros((), device=hidden.device, dtype=torch.float32)
+        d_hidden = torch.empty_like(hidden) if need_grad else None
+        d_weight = torch.zeros(w.shape, device=w.device, dtype=torch.float32) if need_grad else None
+        for start in range(0, hidden.size(0), chunk_size):
+            h = hidden[start : start + chunk_size].to(dtype)
+            y, rw = targets[start : start + chunk_size], weights[start : start + chunk_size]
+            chunk_loss, grad = kernel(h @ w.t(), y, rw, n_vocab)
+            loss += chunk_loss
+            if need_grad:
+                d_hidden[start : start + chunk_size] = grad @ w
+                d_weight += (grad.t() @ h).float()
+        ctx.weight_dtype = weight.dtype
+        ctx.save_for_backward(d_hidden, d_weight[:n_vocab] if need_grad else None)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        d_hidden, d_weight = ctx.saved_tensors
+        d_weight = (d_weight * grad_output).to(ctx.weight_dtype)
+        return d_hidden * grad_output.to(d_hidden.dtype), d_weight, None, None, None

@@ -20,6 +20,8 @@ from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig, lm_loss
 from gptkit.optim import make_optimizer, schedule_factor
 
+LM_LOSS_CHUNK = 8192  # rows per chunk of the fused LM loss: 8192 x 40481 bf16 logits is 0.66 GB
+
 
 class NonFiniteLossError(GptkitError):
     """The loss became NaN or infinite."""
@@ -50,7 +52,8 @@ class GPTModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.backbone = GPT(GPTConfig(**model))
-        self.objective = {"lm_coef": 0.5, "nonfinite": "stop", **(objective or {})}
+        self.objective = {"lm_coef": 0.5, "nonfinite": "stop", "chunked_lm_loss": None, **(objective or {})}
+        self.lm_chunk: int | None = None  # rows per chunk of the fused LM loss; set in setup()
         self.task = None
         self.head: nn.Module | None = None
         if task is not None:
@@ -58,6 +61,7 @@ class GPTModule(pl.LightningModule):
         self.val_loss = MeanMetric()
         self.flops_per_token: float | None = None
         self.flops_per_batch: float | None = None
+        self.nonfinite_skipped = 0  # batches skipped for a NaN/inf loss (objective.nonfinite=skip)
 
     # -- fine-tuning ------------------------------------------------------------------------------
     def _init_task(self, task: str, head_dropout: float) -> None:
@@ -82,7 +86,7 @@ class GPTModule(pl.LightningModule):
     def _lm_step(self, block: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Pretraining: mean next-token loss over a batch of ``n_ctx + 1`` token blocks."""
         x, y = block[:, :-1], block[:, 1:]
-        return lm_loss(self.backbone, self.backbone(x), y), y.numel()
+        return lm_loss(self.backbone, self.backbone(x), y, chunk_size=self.lm_chunk), y.numel()
 
     def _task_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(head logits, last-block hidden states ``[B*K, T, C]``) for a fine-tuning batch."""
@@ -109,11 +113,15 @@ class GPTModule(pl.LightningModule):
             return task_loss, task_loss, logits
         real = batch["choice_mask"].reshape(-1)
         targets = batch["lm_targets"].reshape(real.numel(), -1)
-        lm = lm_loss(self.backbone, hidden[real], targets[real], per_sequence=True)
+        lm = lm_loss(self.backbone, hidden[real], targets[real], per_sequence=True, chunk_size=self.lm_chunk)
         return task_loss + lm_coef * lm, task_loss, logits
 
     # -- Lightning hooks --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        chunked = self.objective["chunked_lm_loss"]
+        if chunked is None:
+            chunked = self.trainer.strategy.root_device.type == "cuda"
+        self.lm_chunk = LM_LOSS_CHUNK if chunked else None
         if self.flops_per_token is None:
             self.flops_per_token = measure_flops_per_token(self.backbone.config)
 
@@ -131,22 +139,54 @@ class GPTModule(pl.LightningModule):
             n_tokens = batch["input_ids"].numel()
             logs = {"train/loss": loss, "train/task_loss": task_loss}
         self.flops_per_batch = self.flops_per_token * n_tokens
-        if not torch.isfinite(loss):
-            return self._non_finite(loss)
-        self.log_dict(logs, prog_bar=True, batch_size=n_tokens)
+        update = self.trainer.global_step + 1
+        if self.objective["nonfinite"] == "skip":
+            if not self._all_finite(loss):  # a host sync every step: the price of skipping exactly this batch
+                return self._skip(loss, update)
+        else:
+            self._raise_if_nonfinite()
+            self._pending_loss = (loss.detach(), update)
+        # sync_dist: under DDP the logged loss is the whole global batch's, as in a single-process run
+        self.log_dict(logs, prog_bar=True, batch_size=n_tokens, sync_dist=True)
         return loss
 
-    def _non_finite(self, loss: torch.Tensor) -> None:
-        step = self.trainer.global_step
-        if self.objective["nonfinite"] == "skip":
-            self.print(f"warning: non-finite loss ({loss.item()}) at step {step}; batch skipped")
-            return None
-        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "(none saved yet)"
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every process: all processes must skip or stop together."""
+        finite = bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:
+            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
+        return finite
+
+    def _skip(self, loss: torch.Tensor, update: int) -> None:
+        self.nonfinite_skipped += 1
+        self.print(f"warning: non-finite loss ({loss.item()}) in update {update}; batch skipped "
+                   f"({self.nonfinite_skipped} so far)")
+        return None
+
+    def _raise_if_nonfinite(self) -> None:
+        """Stop on a NaN/inf loss of the *previous* update (objective.nonfinite=stop).
+
+        Reading the previous update's loss lets the host run ahead of the device (no sync on the
+        current step); the pending loss is also checked before any checkpoint is written, so a
+        checkpoint never holds weights updated from a non-finite loss.
+        """
+        pending, self._pending_loss = getattr(self, "_pending_loss", None), None
+        if pending is None or self._all_finite(pending[0]):
+            return
+        loss, update = pending
+        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or ""
+        where = (f"The last checkpoint is {ckpt}; resume from it with ckpt_path=last" if ckpt
+                 else "No checkpoint was saved before it; start again")
         raise NonFiniteLossError(
-            f"the loss became {loss.item()} at step {step}. The last checkpoint is {ckpt}; resume from it "
-            "with ckpt_path=... and a lower optim.lr or longer warmup, or set objective.nonfinite=skip "
-            "to skip such batches"
+            f"the loss became {loss.item()} in update {update}. {where} and a lower optim.lr or longer "
+            "optim.warmup_steps, or set objective.nonfinite=skip to skip such batches"
         )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._raise_if_nonfinite()
+
+    def on_train_end(self) -> None:
+        self._raise_if_nonfinite()
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.task is None:

@@ -19,7 +19,7 @@ def news_text() -> str:
 
 def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real ``gptkit`` command line in a subprocess."""
-    # Import the gptkit of this checkout, whatever an editable install elsewhere points at.
+    # this checkout's gptkit, whatever copy is pip-installed
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
     return subprocess.run(

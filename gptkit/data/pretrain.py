@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gptkit.data.sampler import ResumableDataLoader, ResumableSampler
 from gptkit.data.shards import ShardSet, build_shards, load_shards
 from gptkit.data.sources import Source
 from gptkit.errors import DataError
@@ -102,16 +103,26 @@ class PretrainDataModule(pl.LightningDataModule):
         self.train_set = BlockDataset(stream, 0, n - n_val, self.n_ctx)
         self.val_set = BlockDataset(stream, n - n_val, n, self.n_ctx)
 
+    def _replicas(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.train_set, batch_size=self.batch_size, shuffle=True, generator=generator,
-            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+        # a seeded, resumable order that also splits the blocks between DDP processes
+        n, rank = self._replicas()
+        sampler = ResumableSampler(self.train_set, shuffle=True, seed=self.seed, num_replicas=n, rank=rank)
+        return ResumableDataLoader(
+            self.train_set, sampler, batch_size=self.batch_size, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.eval_batch_size, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory)
+        # each process evaluates its own share exactly once (no padding), the metric sums over processes
+        n, rank = self._replicas()
+        sampler = ResumableSampler(self.val_set, shuffle=False, num_replicas=n, rank=rank, pad=False)
+        return DataLoader(self.val_set, batch_size=self.eval_batch_size, sampler=sampler,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -1,0 +1,259 @@
+"""Training-step throughput: gptkit (through the real `gptkit fit` path) vs Hugging Face transformers.
+
+Every contestant runs the full training step (forward, LM loss, backward, AdamW step) on the same
+batch shape in one process, after warm-up steps, and is timed with the device synchronised:
+
+* ``gptkit``: the module, Trainer and callbacks that ``gptkit fit`` builds (``builder.build_module`` +
+  ``builder.build_trainer``), with the paper's dropout, AdamW with decoupled decay and the LR schedule;
+  on CUDA its defaults: bf16-mixed, SDPA, fused AdamW, torch.compile, chunked LM loss.
+* ``hf``: ``transformers.OpenAIGPTLMHeadModel`` with the same sizes in a plain PyTorch loop (no
+  Lightning overhead), ``torch.optim.AdamW``; variants fp32, bf16 autocast, bf16 + torch.compile.
+
+Prints tokens/s, MFU (against the device's dense peak from Lightning's table, or --peak-tflops),
+peak memory, and each contestant's ratio to the best transformers variant.
+
+    python benchmarks/train_step.py --device cpu                 # small config, float32
+    python benchmarks/train_step.py --device cuda --size paper   # 117M, 64 x 512, bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+SIZES = {
+    # name: (n_layer, n_head, n_embd, n_ctx, vocab, batch)
+    "paper": (12, 12, 768, 512, 40481, 64),
+    "small": (4, 4, 256, 128, 8003, 16),
+}
+
+
+def peak_flops(device: torch.device, precision: str, override: float | None) -> float | None:
+    if override:
+        return override * 1e12
+    from gptkit.callbacks import peak_flops as device_peak
+
+    return device_peak(device, torch.bfloat16 if "bf16" in precision else torch.float32)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+
+
+class _FakeTokenizer:
+    def __init__(self, vocab: int) -> None:
+        self.vocab_size, self.fingerprint = vocab, "benchmark"
+
+
+def bench_gptkit(args, size, device) -> dict:
+    """The real fit path on random token blocks held in memory."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from gptkit.builder import build_module, build_trainer
+    from gptkit.config import load_config
+    from gptkit.console import quiet_libraries
+
+    quiet_libraries()
+    n_layer, n_head, n_embd, n_ctx, vocab, batch = size
+    total = args.warmup + args.steps
+    overrides = [
+        f"model.n_layer={n_layer}", f"model.n_head={n_head}", f"model.n_embd={n_embd}", f"model.n_ctx={n_ctx}",
+        f"data.batch_size={batch}", f"trainer.max_steps={total}", "trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0", "logging.progress=none", "run.dir=/tmp/gptkit-bench",
+        f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}", "trainer.devices=1",
+        "optim.warmup_steps=10", "trainer.log_every_n_steps=1000000",
+    ]
+    if args.precision:
+        overrides.append(f"trainer.precision={args.precision}")
+    if args.no_compile:
+        overrides.append("model.compile=false")
+    cfg = load_config(None, overrides)
+    module = build_module(cfg, _FakeTokenizer(vocab), {"kind": "bpe"})
+    trainer = build_trainer(cfg, Path("/tmp/gptkit-bench"))
+    data = torch.randint(0, vocab, (total * batch, n_ctx + 1), generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(data, batch_size=batch, shuffle=False, pin_memory=device.type == "cuda")
+
+    marks: dict[str, float] = {}
+
+    class Timer(pl.Callback):
+        """Synchronises only where the timed window starts and ends, so the host may run ahead."""
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx in (0, args.warmup):
+                sync(device)
+                marks[f"start{batch_idx}"] = time.perf_counter()
+                if batch_idx == args.warmup:
+                    reset_memory(device)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == total - 1:
+                sync(device)
+                marks["end"] = time.perf_counter()
+
+    trainer.callbacks.append(Timer())
+    t_start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader)
+    wall = time.perf_counter() - t_start
+    steady = marks["end"] - marks[f"start{args.warmup}"]
+    return {
+        "name": "gptkit fit",
+        "tokens_per_s": args.steps * batch * n_ctx / steady,
+        "first_steps_s": round(marks[f"start{args.warmup}"] - marks["start0"], 2),  # includes torch.compile
+        "fused_adamw": bool(trainer.optimizers[0].defaults.get("fused")),
+        "wall_s": round(wall, 1),
+        "flops_per_token": module.flops_per_token,
+        "peak_mem_gb": peak_memory_gb(device),
+        "precision": str(trainer.precision),
+    }
+
+
+def bench_plain(args, size, device) -> dict:
+    """gptkit's model and fused loss in a bare loop (no Lightning): what the Trainer costs on top."""
+    from gptkit.model import GPT, GPTConfig, lm_loss
+    from gptkit.module import LM_LOSS_CHUNK
+    from gptkit.optim import param_groups
+
+    n_layer, n_head, n_embd, n_ctx, vocab, batch = size
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab, n_ctx=n_ctx, n_layer=n_layer, n_head=n_head, n_embd=n_embd)).to(device)
+    cuda = device.type == "cuda"
+    opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=cuda)
+    if cuda and not args.no_compile:
+        model.compile()
+    x = torch.randint(0, vocab, (batch, n_ctx + 1), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            loss = lm_loss(model, model(x[:, :-1]), x[:, 1:], chunk_size=LM_LOSS_CHUNK if cuda else None)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return _time_loop(args, device, step, "gptkit model, bare loop", batch * n_ctx)
+
+
+def _time_loop(args, device, step, name: str, tokens_per_step: int) -> dict:
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    first = time.perf_counter() - t0
+    reset_memory(device)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync(device)
+    steady = time.perf_counter() - t0
+    result = {"name": name, "tokens_per_s": args.steps * tokens_per_step / steady, "first_steps_s": round(first, 2),
+              "peak_mem_gb": peak_memory_gb(device)}
+    reset_memory(device)
+    return result
+
+
+def bench_hf(args, size, device, autocast: bool, compile_: bool) -> dict:
+    import transformers
+
+    n_layer, n_head, n_embd, n_ctx, vocab, batch = size
+    config = transformers.OpenAIGPTConfig(vocab_size=vocab, n_positions=n_ctx, n_embd=n_embd, n_layer=n_layer,
+                                          n_head=n_head)
+    torch.manual_seed(0)
+    model = transformers.OpenAIGPTLMHeadModel(config).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    step_model = torch.compile(model) if compile_ else model
+    x = torch.randint(0, vocab, (batch, n_ctx), device=device)
+    dtype = torch.bfloat16 if autocast else torch.float32
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+            loss = step_model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    name = "transformers " + ("bf16" if autocast else "fp32") + (" + compile" if compile_ else "")
+    return _time_loop(args, device, step, name, batch * n_ctx)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--size", choices=SIZES, default=None, help="default: paper on CUDA, small on CPU")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--precision", default=None, help="gptkit trainer.precision (default: its own default)")
+    p.add_argument("--no-compile", action="store_true", help="gptkit without torch.compile")
+    p.add_argument("--hf", default=None, help="comma list of: fp32,bf16,bf16-compile (default: fp32 on CPU, all on CUDA)")
+    p.add_argument("--bare", action="store_true", help="also time gptkit's model in a bare loop (no Lightning)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="dense peak for MFU (default: Lightning's table)")
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    size = list(SIZES[args.size or ("paper" if device.type == "cuda" else "small")])
+    if args.batch_size:
+        size[-1] = args.batch_size
+    size = tuple(size)
+    hf_variants = (args.hf or ("fp32,bf16,bf16-compile" if device.type == "cuda" else "fp32")).split(",")
+
+    results = [bench_gptkit(args, size, device)]
+    flops_per_token = results[0]["flops_per_token"]
+    if args.bare:
+        results.append(bench_plain(args, size, device))
+    for v in hf_variants:
+        results.append(bench_hf(args, size, device, autocast=v.startswith("bf16"), compile_=v.endswith("compile")))
+
+    precision = results[0]["precision"]
+    peak = peak_flops(device, precision, args.peak_tflops)
+    hf = [r["tokens_per_s"] for r in results if r["name"].startswith("transformers")]
+    best_hf = max(hf) if hf else None
+    info = {
+        "date": date.today().isoformat(),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "size": dict(zip(["n_layer", "n_head", "n_embd", "n_ctx", "vocab", "batch"], size)),
+        "peak_tflops": peak / 1e12 if peak else None,
+    }
+    try:
+        import pytorch_lightning
+        import transformers
+
+        info["lightning"], info["transformers"] = pytorch_lightning.__version__, transformers.__version__
+    except ImportError:
+        pass
+    print(json.dumps(info))
+    print(f"{'contestant':<28}{'tokens/s':>12}{'MFU':>8}{'peak GB':>9}{'x best HF':>11}{'warm-up s':>11}")
+    for r in results:
+        r["mfu"] = flops_per_token * r["tokens_per_s"] / peak if peak else None
+        r["ratio_vs_best_hf"] = r["tokens_per_s"] / best_hf if best_hf else None
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"
+        mem = f"{r['peak_mem_gb']:.1f}" if r["peak_mem_gb"] else "-"
+        ratio = f"{r['ratio_vs_best_hf']:.2f}" if r["ratio_vs_best_hf"] else "-"
+        print(f"{r['name']:<28}{r['tokens_per_s']:>12,.0f}{mfu:>8}{mem:>9}{ratio:>11}{r['first_steps_s']:>11}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"info": info, "results": results}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""``gptkit import openai-gpt`` and ``gptkit export``: the functions the CLI calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gptkit.checkpoint import load_backbone, save_pretrained
+from gptkit.errors import CheckpointError, GptkitError
+from gptkit.openai_gpt.convert import (
+    ImportedModel,
+    check_state,
+    import_hf,
+    import_hub,
+    import_numpy,
+    write_hf,
+)
+from gptkit.openai_gpt.tokenizer import build_fast_backend, pipeline_fingerprint
+from gptkit.tokenizer import Tokenizer
+
+TOKENIZER_KIND = "openai-gpt"
+
+
+def load_source(source: str, n_head: int | None = None, seed: int = 0) -> ImportedModel:
+    """Pick the importer for ``source``: ``"hub"``, a released numpy folder or a Hugging Face folder."""
+    if source == "hub":
+        return import_hub(seed=seed)
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"--from {source}: no such folder (give a model folder, or 'hub')")
+    if (path / "params_shapes.json").is_file():
+        return import_numpy(path, n_head=n_head, seed=seed)
+    if (path / "config.json").is_file():
+        return import_hf(path, seed=seed)
+    raise CheckpointError(
+        f"{path} is neither a released GPT-1 folder (params_shapes.json + params_*.npy) nor a "
+        "Hugging Face openai-gpt folder (config.json + model.safetensors or pytorch_model.bin)"
+    )
+
+
+def run_import(
+    source: str, out_dir: str, fast_tokenizer: bool = False, n_head: int | None = None, seed: int = 0
+) -> Path:
+    """Import released GPT-1 weights into a gptkit pretrained-model folder and print a summary.
+
+    Args:
+        source: ``"hub"`` (download ``openai-community/openai-gpt``; needs huggingface_hub and a
+            connection), a ``finetune-transformer-lm/model`` folder (``params_shapes.json`` +
+            ``params_*.npy``), or a Hugging Face openai-gpt folder (``config.json`` +
+            ``model.safetensors`` or ``pytorch_model.bin``).
+        out_dir: the folder to write (``model.safetensors``, ``config.json``, ``tokenizer.json``);
+            use it as ``init.checkpoint`` in a recipe.
+        fast_tokenizer: record that this model should be fed by the fast ``tokenizers`` pipeline
+            instead of the exact released one (ftfy + spaCy, the ``openai`` extra). Both use the same
+            ``tokenizer.json``; ``config.json["tokenizer"]["exact"]`` holds the choice.
+        n_head: attention heads, only for released numpy folders whose width is not a multiple of
+            64 (the files do not record it).
+        seed: seed of the N(0, 0.02) rows appended for ``_start_``, ``_delimiter_``, ``_classify_``.
+
+    Returns the output folder. Raises :class:`~gptkit.errors.GptkitError` for user errors.
+    """
+    model = load_source(source, n_head=n_head, seed=seed)
+    fast = Tokenizer(build_fast_backend(model.encoder, model.merges))
+    if fast.vocab_size != model.config.vocab_size:
+        raise CheckpointError(
+            f"{model.source}: the tokenizer has {fast.vocab_size} tokens but the embedding {model.config.vocab_size} rows"
+        )
+    extra = {
+        "tokenizer": {
+            "kind": TOKENIZER_KIND,
+            "exact": not fast_tokenizer,
+            "fingerprint": pipeline_fingerprint(fast, exact=not fast_tokenizer),
+        },
+        "source": model.source,
+    }
+    out = save_pretrained(out_dir, model.state_dict, model.config, fast.backend.to_str(pretty=True), extra)
+    cfg = model.config
+    n_params = sum(v.numel() for v in model.state_dict.values())
+    print(
+        f"imported {model.source} -> {out}: {cfg.n_layer} layers, width {cfg.n_embd}, {cfg.n_head} heads, "
+        f"context {cfg.n_ctx}, vocabulary {cfg.vocab_size}, {n_params / 1e6:.1f}M parameters, "
+        f"{'fast' if fast_tokenizer else 'exact'} tokenizer" + "".join(f"; {n}" for n in model.notes)
+    )
+    return out
+
+
+def run_export(ckpt: str, to: str, out_dir: str) -> Path:
+    """Export a gptkit backbone and print a summary.
+
+    Args:
+        ckpt: a Lightning ``.ckpt`` written by gptkit, or a pretrained-model folder.
+        to: ``"hf"`` for a folder that ``transformers.OpenAIGPTLMHeadModel.from_pretrained`` loads
+            (safetensors, task heads dropped), or ``"gptkit"`` for a pretrained-model folder usable
+            as ``init.checkpoint``.
+        out_dir: the folder to write.
+    """
+    if to not in ("hf", "gptkit"):
+        raise GptkitError(f"--to {to!r}: expected 'hf' or 'gptkit'")
+    state, config, tok_path = load_backbone(ckpt)
+    check_state(state, config, ckpt)
+    if to == "hf":
+        out = write_hf(state, config, tok_path, out_dir)
+    else:
+        tok_json = Path(tok_path).read_text(encoding="utf-8") if tok_path else None
+        out = save_pretrained(out_dir, state, config, tok_json, {"source": str(ckpt)})
+    print(
+        f"exported {ckpt} -> {out} ({'transformers OpenAIGPTLMHeadModel' if to == 'hf' else 'gptkit folder'}; "
+        f"{config.n_layer} layers, width {config.n_embd}, vocabulary {config.vocab_size})"
+    )
+    return out

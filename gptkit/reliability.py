@@ -1,0 +1,238 @@
+"""What keeps long runs safe: atomic checkpoints, exact resume of RNG state, and graceful preemption.
+
+- :class:`AtomicCheckpointIO` writes a checkpoint to a temporary file in the same folder, fsyncs it
+  and renames it over the target, so a process killed mid-write (or a full disk) leaves the
+  previous ``last.ckpt`` whole; it reads checkpoints with ``torch.load(weights_only=True)`` only.
+- :class:`RNGState` saves the Python, NumPy and torch (CPU and CUDA) random states in every
+  checkpoint and puts them back when training resumes, so dropout masks continue as if the run had
+  never stopped (Lightning does not restore them itself).
+- :class:`Preemption` turns SIGTERM, Ctrl-C (SIGINT) and, on SLURM with auto-requeue, the requeue
+  signal into a stop at the next update boundary, writes ``last.ckpt`` there, and (for the requeue
+  signal) requeues the job. ``gptkit fit`` then exits with status 128 + the signal number.
+
+The data order's position is saved by :class:`gptkit.data.sampler.ResumableDataLoader`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from gptkit.console import log
+from gptkit.errors import CheckpointError, GptkitError
+
+
+class Preempted(GptkitError):
+    """Training stopped on a signal after saving a resumable checkpoint (not a mistake of the user)."""
+
+    prefix = "stopped"
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+# -- atomic checkpoint files ----------------------------------------------------------------------
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` all at once or not at all (temp file, fsync, rename, fsync folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a writer that was killed
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        why = "the disk is full" if exc.errno == errno.ENOSPC else f"{exc.strerror or exc}"
+        keep = f"; {path} still holds the previous checkpoint" if path.exists() else ""
+        raise CheckpointError(f"could not write checkpoint {path}: {why}{keep}. Free space or fix the "
+                              "folder, then resume with ckpt_path=last") from None
+    fsync_dir(path.parent)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that never leaves a half-written file and never unpickles code."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        from gptkit.checkpoint import load_ckpt
+
+        return load_ckpt(path)  # always weights_only=True, whatever the caller asked
+
+
+# -- random state ---------------------------------------------------------------------------------
+def collect_rng_state() -> dict[str, Any]:
+    """Every random generator's state, as tensors and plain Python values (loadable with weights_only)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RNGState(pl.Callback):
+    """Saves the random generators' states in checkpoints and restores them when training resumes.
+
+    They are restored at ``on_train_start``: after the sanity check and the checkpoint load, just
+    before the first resumed update. Every process is seeded alike and draws alike, so the state of
+    rank 0 (the one saved) restores every rank.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return collect_rng_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is not None:
+            restore_rng_state(self._pending)
+            self._pending = None
+
+
+# -- preemption -----------------------------------------------------------------------------------
+def last_checkpoint_path(trainer: pl.Trainer) -> Path | None:
+    cb = trainer.checkpoint_callback
+    if cb is None or cb.dirpath is None:
+        return None
+    return Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+
+
+class Preemption(pl.Callback):
+    """Stop cleanly on SIGTERM, SIGINT or SLURM's requeue signal, with a resumable ``last.ckpt``.
+
+    Lightning already turns SIGTERM into a stop at the next update boundary; this callback routes
+    SIGINT (and the requeue signal) the same way, then saves ``last.ckpt`` at that boundary, so the
+    saved model, optimizer, schedule, data position and RNG states belong to one and the same update.
+    A second Ctrl-C interrupts at once, without saving.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.requeue = False
+        self.saved: Path | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _signals(self, trainer: pl.Trainer) -> list[int]:
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+
+        signums = [signal.SIGINT]
+        env = trainer._accelerator_connector.cluster_environment
+        if isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal is not None:
+            signums.append(env.requeue_signal)  # registered first, so Lightning leaves it to us
+        return signums
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or os.name == "nt":
+            return
+        for signum in self._signals(trainer):
+            try:
+                self._previous[signum] = signal.signal(signum, self._make_handler(trainer))
+            except ValueError:  # not the main thread
+                return
+
+    def _make_handler(self, trainer: pl.Trainer):
+        def handler(signum, frame):
+            if self.signum == signal.SIGINT and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # the second Ctrl-C: stop now
+            self.signum = signum
+            self.requeue = signum != signal.SIGINT
+            trainer._signal_connector.received_sigterm = True  # Lightning stops at the next boundary
+
+        return handler
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return  # errors do not write checkpoints: the last good one stays `last`
+        if self.signum is None:
+            self.signum = signal.SIGTERM
+        path = last_checkpoint_path(trainer)
+        if path is None:
+            return
+        cb = trainer.checkpoint_callback
+        cb.last_model_path = str(path)
+        trainer.save_checkpoint(path)
+        self.saved = path
+        if self.requeue and trainer.is_global_zero:
+            requeue_slurm_job()
+
+
+def requeue_slurm_job() -> None:
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    if not job:
+        return
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log(f"warning: could not requeue SLURM job {job} ({exc}); resubmit it with ckpt_path=last")
+        return
+    if result.returncode == 0:
+        log(f"requeued SLURM job {job}")
+    else:
+        log(f"warning: `scontrol requeue {job}` failed ({result.stderr.strip()}); resubmit it with ckpt_path=last")
+
+
+def preemption_message(trainer: pl.Trainer, callback: Preemption) -> Preempted:
+    signum = callback.signum or signal.SIGTERM
+    name = signal.Signals(signum).name
+    where = (f"saved {callback.saved}; resume with ckpt_path=last" if callback.saved
+             else "no checkpoint could be saved")
+    return Preempted(f"{name} received: training stopped cleanly after update {trainer.global_step}; {where}",
+                     signum)

@@ -1,0 +1,243 @@
+"""Preemption by real signals, atomic checkpoints, DDP on CPU, non-finite losses, safe loading."""
+
+import errno
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, run_cli
+from test_resume import QUICK, Record, fit, tiny_args
+
+from gptkit.errors import CheckpointError
+from gptkit.reliability import AtomicCheckpointIO
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from conftest import NEWS
+
+    root = tmp_path_factory.mktemp("rel")
+    path = root / "news.txt"
+    path.write_text(NEWS.read_text()[:7000])
+    return root, path
+
+
+def start_cli(args, cwd, log, env=None):
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "gptkit.cli", *args], cwd=cwd, env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+
+
+def wait_for(log: Path, text: str, proc, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in log.read_text():
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"never saw {text!r}:\n{log.read_text()[-3000:]}")
+
+
+# -- preemption -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["sigterm", "slurm-requeue"])
+def test_signal_saves_resumable_checkpoint_and_exits_cleanly(corpus, tmp_path, how):
+    root, path = corpus
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env, signum = {}, signal.SIGTERM
+    if how == "slurm-requeue":  # a fake SLURM job whose `scontrol` records the requeue request
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'requeued'}\n")
+        (bin_dir / "scontrol").chmod(0o755)
+        env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "gptkit",
+               "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}
+        signum = signal.SIGUSR1
+    args = ["fit", QUICK, *tiny_args(path, root, how), "trainer.max_steps=100000", "logging.progress=plain",
+            "trainer.log_every_n_steps=5", "ckpt_path=auto"]
+    log = tmp_path / "stderr.txt"
+    proc = start_cli(args, cwd, log, env)
+    wait_for(log, "step 10/", proc)
+    proc.send_signal(signum)
+    rc = proc.wait(timeout=60)
+    err = log.read_text()
+    assert rc == 128 + signum, err[-3000:]
+    assert "Traceback" not in err
+    name = signal.Signals(signum).name
+    line = next(ln for ln in err.splitlines() if ln.startswith("stopped:"))
+    assert f"{name} received: training stopped cleanly after update" in line and "ckpt_path=last" in line
+    step = int(line.split("after update ")[1].split(";")[0])
+    last = root / "runs" / how / "checkpoints" / "last.ckpt"
+    assert last.is_file() and not last.is_symlink()
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == step >= 10
+    assert list(cwd.iterdir()) == []  # nothing written outside run.dir / run.data_dir
+    if how == "slurm-requeue":
+        assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
+        return
+    # the same command (ckpt_path=auto) continues from the next update
+    resumed = Record()
+    fit([*tiny_args(path, root, how), f"trainer.max_steps={step + 3}", "ckpt_path=auto"], resumed)
+    assert sorted(resumed.losses) == [step + 1, step + 2, step + 3]
+
+
+# -- atomic checkpoints ---------------------------------------------------------------------------
+SLOW_WRITER = """
+import io, sys, time, torch
+from gptkit.reliability import AtomicCheckpointIO
+path = sys.argv[1]
+AtomicCheckpointIO().save_checkpoint({"global_step": 1, "w": torch.ones(1000)}, path)
+real_save = torch.save
+def half_then_hang(obj, fh):  # write half the bytes, say so, then hang until killed
+    buf = io.BytesIO(); real_save(obj, buf); data = buf.getvalue()
+    fh.write(data[: len(data) // 2]); fh.flush()
+    open(path + ".half-written", "w").close()
+    time.sleep(120)
+torch.save = half_then_hang
+AtomicCheckpointIO().save_checkpoint({"global_step": 2, "w": torch.zeros(1000)}, path)
+"""
+
+
+def test_sigkill_during_checkpoint_write_leaves_last_intact(tmp_path):
+    last = tmp_path / "last.ckpt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(last)], env=env)
+    deadline = time.time() + 60
+    while not Path(str(last) + ".half-written").exists():
+        assert proc.poll() is None and time.time() < deadline, "the writer did not start"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    stale = list(tmp_path.glob(".last.ckpt.tmp-*"))
+    assert len(stale) == 1  # the half-written temp file, next to (never over) last.ckpt
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == 1 and torch.equal(ckpt["w"], torch.ones(1000))
+    AtomicCheckpointIO().save_checkpoint({"global_step": 3}, last)  # the next save tidies up
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    assert not list(tmp_path.glob(".last.ckpt.tmp-*"))
+
+
+def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    last = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 1}, last)
+
+    def no_space(obj, fh):
+        fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(CheckpointError, match="the disk is full; .*last.ckpt still holds the previous checkpoint"):
+        io.save_checkpoint({"global_step": 2}, last)
+    monkeypatch.undo()
+    assert io.load_checkpoint(last)["global_step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('GPTKIT_PWNED', '/nonexistent/pwned')}",))
+
+
+def test_checkpoints_never_unpickle_code(tmp_path, monkeypatch, capsys):
+    from gptkit.cli import main
+
+    pwned = tmp_path / "pwned"
+    monkeypatch.setenv("GPTKIT_PWNED", str(pwned))
+    evil = tmp_path / "evil.ckpt"
+    with open(evil, "wb") as fh:
+        pickle.dump({"state_dict": Evil()}, fh)
+    torch.save({"state_dict": {}, "payload": Evil()}, tmp_path / "evil2.ckpt")
+    for path in (evil, tmp_path / "evil2.ckpt"):
+        with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+            AtomicCheckpointIO().load_checkpoint(path, weights_only=False)  # asking for unsafe is ignored
+        assert main(["generate", str(path)]) == 2
+        assert main(["fit", QUICK, f"ckpt_path={path}", "data.corpus=null", f"data.files=[{REPO / 'README.md'}]",
+                     f"run.dir={tmp_path}", f"run.data_dir={tmp_path}", "tokenizer.vocab_size=300"]) == 2
+    assert not pwned.exists()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 4
+
+
+# -- non-finite losses ----------------------------------------------------------------------------
+class PoisonAt(Record):
+    """Turns the loss of one update into NaN (through the model output, so backward would see it)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.poison = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step + 1 == self.poison and not getattr(self, "_done", False):
+            self._done = True
+            original = pl_module.backbone.forward
+
+            def nan_once(*a, **k):
+                pl_module.backbone.forward = original
+                return original(*a, **k) * float("nan")
+
+            pl_module.backbone.forward = nan_once
+
+
+def test_nonfinite_loss_stops_with_step_and_checkpoint(corpus):
+    from gptkit.module import NonFiniteLossError
+
+    root, path = corpus
+    with pytest.raises(NonFiniteLossError, match=r"the loss became nan in update 7\. The last checkpoint is "
+                                                 r".*last\.ckpt; resume from it with ckpt_path=last"):
+        fit([*tiny_args(path, root, "nan-stop"), "trainer.max_steps=10"], PoisonAt(7))
+    assert torch.load(root / "runs" / "nan-stop" / "checkpoints" / "last.ckpt",
+                      weights_only=True)["global_step"] == 5  # the last good one (validation at 5), untouched
+
+
+def test_nonfinite_loss_skip_skips_the_batch(corpus, capsys):
+    root, path = corpus
+    record = PoisonAt(3)
+    c = fit([*tiny_args(path, root, "nan-skip"), "trainer.max_steps=6", "objective.nonfinite=skip"], record)
+    assert c.module.nonfinite_skipped == 1
+    assert c.trainer.global_step == 6  # the skipped batch took no update; training went on
+    assert all(torch.isfinite(p).all() for p in c.module.parameters())
+    assert "batch skipped (1 so far)" in capsys.readouterr().out
+
+
+# -- two processes (DDP on CPU) -------------------------------------------------------------------
+def scalars(run_dir, tag):
+    from test_e2e_pretrain import scalars as read
+
+    return dict(read(run_dir, tag))
+
+
+def test_ddp_two_processes_match_one_process(corpus, tmp_path):
+    root, path = corpus
+    common = [*tiny_args(path, root, "x"), "trainer.max_steps=8", "trainer.log_every_n_steps=2",
+              "trainer.val_check_interval=4", "trainer.limit_val_batches=null", "model.embd_pdrop=0",
+              "model.attn_pdrop=0", "model.resid_pdrop=0", "checkpoint.every_n_train_steps=null",
+              "logging.progress=plain", "data.val_fraction=0.15"]
+    one = fit([*common, "run.name=one"], Record())
+    out = run_cli("fit", QUICK, *common, "run.name=two", "data.batch_size=4", "trainer.strategy=ddp",
+                  "trainer.devices=2", cwd=tmp_path, timeout=240)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "Traceback" not in out.stderr
+    assert out.stderr.count("step 8/8") == 1 and out.stderr.count("validation at step 8") == 1  # rank 0 only
+    two_dir, one_dir = root / "runs" / "two", root / "runs" / "one"
+    assert len(list((two_dir / "tensorboard").glob("*/events.*"))) == 1
+    ckpts = sorted(p.name for p in (two_dir / "checkpoints").iterdir())
+    assert len(ckpts) == 2 and "last.ckpt" in ckpts  # one best + last, each written once
+    for tag in ("train/loss", "val/loss"):
+        a, b = scalars(one_dir, tag), scalars(two_dir, tag)
+        assert a.keys() == b.keys() and len(a) >= 2
+        for step in a:
+            assert b[step] == pytest.approx(a[step], rel=1e-4), (tag, step)
+    w1 = torch.load(one_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    w2 = torch.load(two_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for key in w1:
+        torch.testing.assert_close(w2[key], w1[key], rtol=1e-3, atol=1e-4)
+    assert one.trainer.global_step == 8
