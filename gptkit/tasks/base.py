@@ -313,9 +313,13 @@ def require_file(path: Path, what: str) -> Path:
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line) without the line ending; accepts LF and CRLF; drops a UTF-8 BOM."""
+    number = 0
     with open(path, encoding="utf-8-sig", newline="") as f:
-        for number, line in enumerate(f, start=1):
-            yield number, line.rstrip("\r\n")
+        try:
+            for number, line in enumerate(f, start=1):
+                yield number, line.rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{number + 1}: not UTF-8 text ({exc.reason}); expected the dataset's text file") from None
 
 
 def read_tsv(
@@ -530,8 +534,12 @@ class TaskSpec:
         if split not in known:
             raise ConfigError(f"task {self.name!r} has no split {split!r}; it has {', '.join(known)}")
         reader = RowReader(skip_bad_rows)
-        examples = self.read(Path(root).expanduser(), split, reader, self.check_subset(subset))
+        try:
+            examples = self.read(Path(root).expanduser(), split, reader, self.check_subset(subset))
+        except DataError as exc:
+            # Name the task (data.name) and split in every data error.
+            raise DataError(f"task {self.name}, {split} split: {exc}") from None
         reader.stats.rows = len(examples)
         if not examples:
-            raise DataError(f"{self.title} {split}: no examples were read from {root}")
+            raise DataError(f"task {self.name}, {split} split: no examples were read from {root}")
         return examples, reader.stats

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gptkit.errors import DataError
 from gptkit.tasks.base import Example, RowReader, TaskSpec, check_texts, require_file
 from gptkit.tasks.glue import accuracy
 
@@ -50,6 +51,15 @@ def held_out_size(n: int) -> int:
 
 
 def read_csv(path: Path, reader: RowReader) -> list[Example]:
+    try:
+        return _read_csv(path, reader)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason}); expected the Story Cloze csv") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable csv ({exc}); expected the Story Cloze csv") from None
+
+
+def _read_csv(path: Path, reader: RowReader) -> list[Example]:
     examples: list[Example] = []
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f)
