@@ -185,7 +185,7 @@ def build_task_datamodule(cfg: DictConfig, tokenizer) -> pl.LightningDataModule:
     return FinetuneDataModule(
         d.name, root=d.root, tokenizer=tokenizer, n_ctx=cfg.model.n_ctx, batch_size=d.batch_size,
         eval_batch_size=d.eval_batch_size, num_workers=d.num_workers, skip_bad_rows=d.skip_bad_rows,
-        subset=d.subset, seed=cfg.run.seed,
+        subset=d.subset, seed=cfg.run.seed, data_dir=cfg.run.data_dir, group_by_length=d.group_by_length,
     )
 
 
@@ -194,6 +194,7 @@ def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict):
     from gptkit.module import GPTModule
 
     m = OmegaConf.to_container(cfg.model)
+    head_dropout = m.pop("clf_pdrop")
     compile_ = m.pop("compile")
     if compile_ is None:
         compile_ = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
@@ -201,7 +202,7 @@ def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict):
     task = None if cfg.data.name == "pretrain" else cfg.data.name
     module = GPTModule(
         model=m, optim=OmegaConf.to_container(cfg.optim), objective=OmegaConf.to_container(cfg.objective),
-        task=task, tokenizer=tokenizer_record, compile=compile_,
+        task=task, head_dropout=head_dropout, tokenizer=tokenizer_record, compile=compile_,
     )
     if cfg.init.checkpoint and not cfg.ckpt_path:
         init_from(module, cfg.init.checkpoint, cfg.init.n_transfer)
@@ -324,7 +325,7 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
     if cfg.data.name != "pretrain":
         from gptkit.tasks import get_task
 
-        get_task(cfg.data.name)  # an unknown task is a ConfigError naming the closest one
+        check_task_config(cfg, get_task(cfg.data.name))  # an unknown task names the closest one
     else:
         from gptkit.data.sources import resolve_sources
 
@@ -345,6 +346,21 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
     return Components(cfg, rdir, tokenizer, datamodule, module, trainer)
 
 
+def check_task_config(cfg: DictConfig, task) -> None:
+    """Catch fine-tuning recipe mistakes before any data is read."""
+    if cfg.checkpoint.monitor.startswith("val/") and cfg.checkpoint.monitor != "val/loss":
+        names = {"loss"}
+        for split in task.val_splits:
+            names |= {f"{k}{task.metric_suffix(split)}" for k in task.metrics().keys()}
+            names |= {f"{k}_{g}{task.metric_suffix(split)}" for k in task.metrics().keys() for g in task.groups}
+        metric = cfg.checkpoint.monitor[len("val/"):]
+        if metric not in names:
+            raise ConfigError(
+                f"checkpoint.monitor={cfg.checkpoint.monitor} is not a validation metric of task {task.name}; "
+                f"choose one of {', '.join('val/' + n for n in sorted(names))}"
+            )
+
+
 def guard_run_dir(cfg: DictConfig, rdir: Path) -> None:
     """A fresh run never silently mixes with, or overwrites, an earlier run's checkpoints."""
     ckpts = rdir / "checkpoints"
@@ -359,7 +375,13 @@ def guard_run_dir(cfg: DictConfig, rdir: Path) -> None:
 
 
 def run(verb: str, cfg: DictConfig) -> dict[str, float]:
-    """Build and run ``fit``, ``validate`` or ``test``; returns the final logged metrics."""
+    """Build and run ``fit``, ``validate``, ``test`` or ``predict``; returns the final logged metrics.
+
+    ``validate`` and ``test`` also write them to ``<run dir>/results/<verb>.json`` (``gptkit glue``
+    reads them); ``predict`` writes the task's prediction files to ``<run dir>/predictions/``.
+    """
+    if verb == "predict":
+        return {str(p): float("nan") for p in predict(cfg)}
     c = build(cfg, verb)
     ckpt_path = resolve_ckpt_path(cfg)
     if verb == "fit":
@@ -376,7 +398,45 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
         if ckpt_path is None and not cfg.init.checkpoint:
             raise ConfigError(f"`gptkit {verb}` needs a checkpoint: add ckpt_path=PATH (or ckpt_path=best / last)")
         getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
-    return {k: float(v) for k, v in c.trainer.callback_metrics.items() if v.numel() == 1}
+    metrics = {k: float(v) for k, v in c.trainer.callback_metrics.items() if v.numel() == 1}
+    if verb in ("validate", "test") and rank_zero_only.rank == 0:
+        write_results(c.run_dir, verb, metrics)
+    return metrics
+
+
+def write_results(rdir: Path, verb: str, metrics: dict[str, float]) -> Path:
+    from gptkit.tasks.glue import RESULTS_DIR
+
+    path = rdir / RESULTS_DIR / f"{verb}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def predict(cfg: DictConfig) -> list[Path]:
+    """Test-set predictions of a fine-tuned checkpoint, one ``index<TAB>prediction`` file per test
+    split, named as GLUE submissions expect (``SST-2.tsv``, ``MNLI-m.tsv`` ...)."""
+    from gptkit.tasks.glue import PREDICTIONS_DIR
+
+    if cfg.data.name == "pretrain":
+        raise ConfigError("`gptkit predict` needs a fine-tuning recipe (data.name set to a task, e.g. sst2)")
+    c = build(cfg, "predict")
+    ckpt_path = resolve_ckpt_path(cfg)
+    if ckpt_path is None:
+        raise ConfigError("`gptkit predict` needs a fine-tuned checkpoint: add ckpt_path=PATH (or ckpt_path=best)")
+    outputs = c.trainer.predict(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    task = c.module.task
+    splits = c.datamodule.predict_split_names
+    per_split = [outputs] if len(splits) == 1 else outputs
+    written = []
+    if rank_zero_only.rank == 0:
+        for split, batches in zip(splits, per_split):
+            index = torch.cat([b["index"] for b in batches]).tolist()
+            preds = torch.cat([b["pred"] for b in batches]).tolist()
+            path = task.write_predictions(c.run_dir / PREDICTIONS_DIR / task.prediction_file(split), index, preds)
+            log(f"{task.title} {split}: {len(index)} predictions -> {path}")
+            written.append(path)
+    return written
 
 
 def fit_or_stop(c: Components, ckpt_path: str | None) -> None:

@@ -15,6 +15,11 @@ EPILOG = """examples:
   gptkit fit recipes/pretrain.yaml --print-config
   gptkit fit recipes/quickstart/pretrain.yaml ckpt_path=last      # resume
   gptkit generate runs/quickstart-pretrain/checkpoints/last.ckpt --prompt "the president said"
+  gptkit fit recipes/quickstart/finetune.yaml                     # fine-tune the quickstart model
+  gptkit fit recipes/race.yaml init.checkpoint=runs/pretrain/checkpoints/last.ckpt data.root=~/data/RACE
+  gptkit test recipes/race.yaml ckpt_path=best
+  gptkit predict recipes/sst2.yaml ckpt_path=best                 # runs/sst2/predictions/SST-2.tsv
+  gptkit glue runs/cola runs/sst2 runs/mrpc --out submission/
   tensorboard --logdir runs/
 """
 
@@ -42,7 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _recipe_verb(sub, "fit", "train (pretrain or fine-tune) as a recipe says; resume with ckpt_path=...")
     _recipe_verb(sub, "validate", "evaluate a checkpoint on the validation split (needs ckpt_path=...)")
-    _recipe_verb(sub, "test", "evaluate a checkpoint on the test split (needs ckpt_path=...)")
+    _recipe_verb(sub, "test", "evaluate a checkpoint on the test split (needs ckpt_path=...); for tasks "
+                 "whose test labels are private (GLUE), the dev split")
+    _recipe_verb(sub, "predict", "write a fine-tuned checkpoint's test-set predictions to <run>/predictions/ "
+                 "(GLUE submission format; needs ckpt_path=...)")
+
+    gl = sub.add_parser("glue", help="GLUE score of fine-tuning runs, and a submission folder",
+                        description="Average the GLUE score over fine-tuning run folders (one per task; "
+                                    "their results/validate.json or results/test.json) and, with --out, "
+                                    "collect their test predictions under GLUE's file names.")
+    gl.add_argument("runs", nargs="+", help="run folders, e.g. runs/cola runs/sst2 ...")
+    gl.add_argument("--out", default=None, help="submission folder to write (SST-2.tsv, MNLI-m.tsv, ...)")
 
     g = sub.add_parser("generate", help="sample text from a checkpoint",
                        description="Sample text from a gptkit checkpoint (.ckpt) or pretrained-model folder.")
@@ -99,7 +114,10 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     from gptkit.builder import run
 
     metrics = run(args.verb, cfg)
-    if args.verb != "fit":
+    if args.verb == "predict":
+        for path in metrics:
+            print(path)
+    elif args.verb != "fit":
         for key, value in sorted(metrics.items()):
             print(f"{key}\t{value:.6g}")
     return 0
@@ -128,6 +146,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_glue(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gptkit.tasks.glue import glue_report
+
+    score, notes = glue_report([Path(r) for r in args.runs], Path(args.out) if args.out else None)
+    print(score.table())
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    if args.out:
+        print(f"submission files in {args.out}")
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from gptkit.openai_gpt import run_import
 
@@ -142,8 +174,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fit": cmd_recipe, "validate": cmd_recipe, "test": cmd_recipe, "generate": cmd_generate,
-            "import": cmd_import, "export": cmd_export, "data": cmd_data}
+COMMANDS = {"fit": cmd_recipe, "validate": cmd_recipe, "test": cmd_recipe, "predict": cmd_recipe,
+            "generate": cmd_generate, "import": cmd_import, "export": cmd_export, "data": cmd_data,
+            "glue": cmd_glue}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ class ModelConfig:
     attn_pdrop: float = 0.1
     resid_pdrop: float = 0.1
     compile: bool | None = None  # torch.compile the backbone; null = on for CUDA, off elsewhere
+    clf_pdrop: float = 0.1  # fine-tuning: dropout before the task head (the released code's clf_pdrop)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class DataConfig:
     num_workers: int = 0
     pin_memory: bool | None = None  # null = on when training on CUDA
     val_fraction: float = 0.005  # pretraining: held-out tail of the token stream
+    group_by_length: bool = False  # fine-tuning: batch examples of similar length (less padding)
     skip_bad_rows: bool = False  # fine-tuning: skip malformed rows (and report how many) instead of failing
     verify_shards: bool = True  # re-hash token shards before training on them
 

@@ -63,13 +63,21 @@ class GPTModule(pl.LightningModule):
         self.flops_per_batch: float | None = None
         self.nonfinite_skipped = 0  # batches skipped for a NaN/inf loss (objective.nonfinite=skip)
 
-    # -- fine-tuning hook -------------------------------------------------------------------------
+    # -- fine-tuning ------------------------------------------------------------------------------
     def _init_task(self, task: str, head_dropout: float) -> None:
         from gptkit.heads import build_head
         from gptkit.tasks import get_task
 
         self.task = get_task(task)
-        self.head = build_head(self.task.head, self.backbone.config.n_embd, self.task.n_outputs, head_dropout)
+        cfg = self.backbone.config
+        self.head = build_head(self.task.head_kind, cfg.n_embd, self.task.n_outputs, head_dropout, cfg.init_std)
+        # One metric set per evaluation dataloader (MNLI validates on matched and mismatched).
+        n_val = len(self.task.val_splits)
+        n_test = max(n_val, len(self.task.test_splits))
+        self.task_metrics = nn.ModuleDict(
+            {f"{split}_{i}": self.task.make_metrics() for split, n in (("val", n_val), ("test", n_test))
+             for i in range(n)}
+        )
 
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -80,20 +88,33 @@ class GPTModule(pl.LightningModule):
         x, y = block[:, :-1], block[:, 1:]
         return lm_loss(self.backbone, self.backbone(x), y, chunk_size=self.lm_chunk), y.numel()
 
-    def _task_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Fine-tuning: (total loss, task loss, logits) for a batch of the task batch contract."""
+    def _task_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(head logits, last-block hidden states ``[B*K, T, C]``) for a fine-tuning batch."""
+        from gptkit.heads import gather_extract
+
         ids = batch["input_ids"]
         B, K, T = ids.shape
         hidden = self.backbone(ids.view(B * K, T))
-        lm = lm_loss(self.backbone, hidden, batch["lm_targets"].view(B * K, T), per_sequence=True,
-                     chunk_size=self.lm_chunk)
-        pos = batch["extract_pos"].view(B * K)
-        extract = hidden[torch.arange(B * K, device=ids.device), pos].view(B, K, -1)
-        logits = self.head(extract, batch["choice_mask"])
+        logits = self.head(gather_extract(hidden, batch["extract_pos"]), batch["choice_mask"])
+        return logits, hidden
+
+    def _task_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fine-tuning: (total loss, task loss, logits) for a batch of the task batch contract.
+
+        ``L3 = L2 + lm_coef * L1`` (paper eq. 5). The auxiliary LM loss is the one of
+        :func:`gptkit.model.lm_loss` with ``per_sequence=True``: over every real candidate sequence
+        (padded candidates of multiple-choice batches are left out), padding masked, mean per
+        sequence then over sequences. With ``lm_coef == 0`` it is not computed at all.
+        """
+        logits, hidden = self._task_logits(batch)
         task_loss = self.task.loss(logits, batch["labels"])
         lm_coef = self.objective["lm_coef"]
-        total = task_loss + lm_coef * lm if lm_coef else task_loss
-        return total, task_loss, logits
+        if not lm_coef:
+            return task_loss, task_loss, logits
+        real = batch["choice_mask"].reshape(-1)
+        targets = batch["lm_targets"].reshape(real.numel(), -1)
+        lm = lm_loss(self.backbone, hidden[real], targets[real], per_sequence=True, chunk_size=self.lm_chunk)
+        return task_loss + lm_coef * lm, task_loss, logits
 
     # -- Lightning hooks --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -187,7 +208,17 @@ class GPTModule(pl.LightningModule):
         self.task_metrics_update(split, dataloader_idx, logits, batch)
 
     def task_metrics_update(self, split: str, dataloader_idx: int, logits: torch.Tensor, batch: dict) -> None:
-        """Update the task's torchmetrics for this split (wired by the fine-tuning tasks)."""
+        """Update the task's torchmetrics of this split and dataloader."""
+        preds = self.task.predict(logits.detach())
+        self.task_metrics[f"{split}_{dataloader_idx}"].update(preds, batch["labels"], batch.get("group"))
+
+    def _eval_split_names(self, split: str) -> tuple[str, ...]:
+        """The dataset splits behind the ``split`` dataloaders (GLUE ``test`` scores the dev sets)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if split == "val":
+            return self.task.val_splits
+        names = getattr(dm, "test_split_names", None)
+        return tuple(names) if names is not None else self.task.test_splits
 
     def _log_eval(self, split: str) -> None:
         loss = self.val_loss.compute()
@@ -195,7 +226,21 @@ class GPTModule(pl.LightningModule):
         metrics = {f"{split}/loss": loss}
         if self.task is None:
             metrics[f"{split}/ppl"] = torch.exp(loss.clamp(max=50))
+        else:
+            for i, name in enumerate(self._eval_split_names(split)):
+                task_metrics = self.task_metrics[f"{split}_{i}"]
+                suffix = self.task.metric_suffix(name)
+                for key, value in task_metrics.compute().items():
+                    metrics[f"{split}/{key}{suffix}"] = value
+                task_metrics.reset()
         self.log_dict(metrics, prog_bar=True, sync_dist=False)
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Test-set predictions of a fine-tuning task: example ``index`` and predicted ``pred``."""
+        if self.task is None:
+            raise GptkitError("`gptkit predict` needs a fine-tuning recipe (data.name set to a task)")
+        logits, _ = self._task_logits(batch)
+        return {"index": batch["index"].cpu(), "pred": self.task.predict(logits).float().cpu()}
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")

@@ -14,7 +14,7 @@ def test_help_is_fast_and_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("verb", ["fit", "validate", "test", "generate", "import", "export", "data"])
+@pytest.mark.parametrize("verb", ["fit", "validate", "test", "predict", "glue", "generate", "import", "export", "data"])
 def test_every_verb_has_help(verb, tmp_path):
     out = run_cli(verb, "--help", cwd=tmp_path)
     assert out.returncode == 0 and "usage: gptkit " + verb in out.stdout

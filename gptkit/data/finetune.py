@@ -1,0 +1,235 @@
+"""The fine-tuning DataModule: one class for every task in :mod:`gptkit.tasks`.
+
+It reads the task's official files, applies the paper's input transform, and serves batches in the
+layout of :func:`gptkit.tasks.base.collate`. Everything left out on the way is counted and shown by
+:meth:`FinetuneDataModule.summary`: malformed rows skipped (``skip_bad_rows``), rows the dataset's
+own rule excludes (SNLI gold label ``-``, polarity score 0), and examples truncated to ``n_ctx``.
+
+Splits per stage: ``fit`` trains on ``train`` and validates on the task's dev set(s) (MNLI: matched
+and mismatched, two dataloaders); ``test`` scores the test set(s) when they carry labels, and the dev
+set(s) otherwise (GLUE and SuperGLUE keep test labels private); ``predict`` runs on the test set(s),
+labelled or not, for prediction files.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from gptkit import console
+from gptkit.errors import ConfigError
+from gptkit.tasks import get_task
+from gptkit.tasks.base import Encoded, ReadStats, collate, encode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitData:
+    name: str
+    examples: list[Encoded]
+    stats: ReadStats
+
+    @property
+    def truncated(self) -> int:
+        return sum(e.truncated for e in self.examples)
+
+    @property
+    def labelled(self) -> bool:
+        return any(e.label is not None for e in self.examples)
+
+    def describe(self, n_ctx: int) -> str:
+        text = self.stats.describe()
+        return f"{text}, {self.truncated} truncated to n_ctx={n_ctx}"
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Random training batches of examples of similar length, to waste less compute on padding.
+
+    Each epoch: shuffle all examples, cut them into chunks of ``chunk_batches`` batches, sort each
+    chunk by length, cut it into batches, and shuffle the batches. Every example is seen once per
+    epoch; the order depends only on ``seed`` and the epoch (Lightning calls ``set_epoch``).
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, chunk_batches: int = 50) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.chunk = batch_size * chunk_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        batches = []
+        for start in range(0, len(order), self.chunk):
+            chunk = sorted(order[start : start + self.chunk], key=lambda i: self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[b]
+
+
+class FinetuneDataModule(pl.LightningDataModule):
+    """Batches of one fine-tuning task (see :func:`gptkit.tasks.base.collate` for their layout).
+
+    ``root`` is the folder the user downloaded (e.g. ``~/data/glue_data`` or ``~/data/RACE``);
+    for a task with a catalogue corpus (polarity) it may be unset, and the corpus is fetched into
+    ``data_dir``;
+    ``subset`` selects part of a dataset (RACE: ``all``, ``middle``, ``high``); ``seed`` fixes the
+    order of training batches. ``group_by_length`` batches examples of similar length together
+    (:class:`LengthGroupedBatchSampler`; less padding, faster on CPUs; off by default, as the paper
+    draws plain random batches).
+    """
+
+    def __init__(
+        self,
+        task_name: str,
+        root: str | Path,
+        tokenizer: Any,
+        n_ctx: int,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        skip_bad_rows: bool = False,
+        subset: str | None = None,
+        seed: int = 0,
+        data_dir: str | Path = "data",
+        group_by_length: bool = False,
+    ) -> None:
+        super().__init__()
+        self.task = get_task(task_name)
+        if root is None or str(root).strip() == "":
+            if self.task.corpus is None:
+                raise ConfigError(f"data.root is not set: point it at the {self.task.title} files you downloaded")
+            root = None  # fetched from the corpus catalogue in prepare_data
+        self.root = Path(str(root)).expanduser() if root is not None else None
+        self.data_dir = Path(str(data_dir)).expanduser()
+        self.tokenizer = tokenizer
+        self.n_ctx = n_ctx
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.skip_bad_rows = skip_bad_rows
+        self.subset = self.task.check_subset(subset)
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.splits: dict[str, SplitData] = {}
+        self._collate = partial(collate, regression=self.task.regression)
+
+    # -- loading -----------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Fetch the task's corpus (movie-review polarity) when ``root`` is not given."""
+        if self.root is None:
+            from gptkit.data.corpora import fetch
+
+            self.root = fetch(self.task.corpus, self.data_dir)
+
+    def _load(self, split: str) -> SplitData:
+        if self.root is None:
+            self.prepare_data()
+        if split not in self.splits:
+            examples, stats = self.task.load(self.root, split, self.skip_bad_rows, self.subset)
+            encoded = encode(examples, self.task.transform, self.tokenizer, self.n_ctx)
+            data = SplitData(split, encoded, stats)
+            self.splits[split] = data
+            log.info("%s %s: %s", self.task.name, split, data.describe(self.n_ctx))
+        return self.splits[split]
+
+    @property
+    def val_split_names(self) -> tuple[str, ...]:
+        return self.task.val_splits
+
+    @property
+    def test_split_names(self) -> tuple[str, ...]:
+        """The splits ``gptkit test`` scores: the test set(s) if labelled, else the dev set(s)."""
+        tests = [self._load(s) for s in self.task.test_splits]
+        if all(t.labelled for t in tests):
+            return self.task.test_splits
+        return self.task.val_splits
+
+    @property
+    def predict_split_names(self) -> tuple[str, ...]:
+        return self.task.test_splits
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self._load("train")
+        if stage in (None, "fit", "validate"):
+            for split in self.task.val_splits:
+                self._load(split)
+        if stage in (None, "test"):
+            if self.test_split_names != self.task.test_splits:
+                console.log(
+                    f"{self.task.title} test files carry no labels: `test` scores the dev set "
+                    f"({', '.join(self.task.val_splits)}) instead; `predict` writes test-set predictions"
+                )
+            for split in self.test_split_names:
+                self._load(split)
+        if stage in (None, "predict"):
+            for split in self.task.test_splits:
+                self._load(split)
+        if stage in ("validate", "test", "predict"):
+            console.log(self.summary())  # `fit` prints it through the builder
+
+    # -- dataloaders -------------------------------------------------------------------------------
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        data = self._load(split).examples
+        if train and self.group_by_length:
+            lengths = [max(len(s) for s in e.sequences) for e in data]
+            return DataLoader(
+                data,  # type: ignore[arg-type]
+                batch_sampler=LengthGroupedBatchSampler(lengths, self.batch_size, self.seed),
+                num_workers=self.num_workers,
+                collate_fn=self._collate,
+                persistent_workers=self.num_workers > 0,
+            )
+        generator = torch.Generator().manual_seed(self.seed) if train else None
+        return DataLoader(
+            data,  # type: ignore[arg-type]  # a list of Encoded is a map-style dataset
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            generator=generator,
+            num_workers=self.num_workers,
+            collate_fn=self._collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _loaders(self, splits: tuple[str, ...]) -> DataLoader | list[DataLoader]:
+        loaders = [self._loader(s) for s in splits]
+        return loaders[0] if len(loaders) == 1 else loaders
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._loaders(self.task.val_splits)
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._loaders(self.test_split_names)
+
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._loaders(self.task.test_splits)
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def summary(self) -> str:
+        """One line per loaded split: examples, skipped and excluded rows, truncated examples."""
+        lines = [f"task {self.task.name} ({self.task.title}), data from {self.root}"]
+        if self.subset:
+            lines[0] += f", subset {self.subset}"
+        for name, data in self.splits.items():
+            lines.append(f"  {name}: {data.describe(self.n_ctx)}")
+        return "\n".join(lines)

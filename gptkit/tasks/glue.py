@@ -1,0 +1,380 @@
+"""The nine GLUE tasks, read from the folders that ``download_glue_data.py`` writes
+(``glue_data/SST-2/train.tsv`` ...), plus the GLUE score and submission files.
+
+Files are tab-separated and read without quote processing: MNLI, QQP and MRPC texts contain
+unbalanced ``"``. CoLA's train/dev files have no header (source, label, original label, sentence).
+GLUE test files carry no labels; :func:`gptkit.data.finetune.FinetuneDataModule` scores the dev set
+for ``gptkit test`` and writes test predictions for ``gptkit predict``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryF1Score, BinaryMatthewsCorrCoef, MulticlassAccuracy
+from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
+
+from gptkit.errors import DataError
+from gptkit.tasks.base import (
+    Example,
+    RowReader,
+    TaskSpec,
+    check_texts,
+    parse_label,
+    read_tsv,
+    require_file,
+)
+
+NLI3 = ("entailment", "neutral", "contradiction")
+NLI2 = ("entailment", "not_entailment")
+BINARY = ("0", "1")
+
+
+def accuracy(n_classes: int) -> MetricCollection:
+    return MetricCollection({"acc": MulticlassAccuracy(num_classes=n_classes, average="micro")})
+
+
+def accuracy_f1() -> MetricCollection:
+    return MetricCollection(
+        {"acc": MulticlassAccuracy(num_classes=2, average="micro"), "f1": BinaryF1Score()}
+    )
+
+
+def matthews() -> MetricCollection:
+    return MetricCollection(
+        {"mcc": BinaryMatthewsCorrCoef(), "acc": MulticlassAccuracy(num_classes=2, average="micro")}
+    )
+
+
+def correlations() -> MetricCollection:
+    with warnings.catch_warnings():  # Spearman keeps all scores; fine at STS-B's 1,500 dev pairs
+        warnings.filterwarnings("ignore", message=".*will save all targets and predictions.*")
+        return MetricCollection({"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef()})
+
+
+@dataclass(frozen=True)
+class GlueLayout:
+    """Where one GLUE task keeps its texts and label inside its TSV files."""
+
+    folder: str
+    files: Mapping[str, str]  # split -> file name
+    text_a: str
+    text_b: str | None
+    label: str
+    index: str | None = "index"  # id column of the test file (row number when absent)
+    headerless: tuple[str, ...] = ()  # splits whose file has no header (CoLA train/dev)
+    columns: tuple[str, ...] = ()  # column names for headerless files
+
+
+def _task_dir(root: Path, folder: str) -> Path:
+    """Accept the task folder itself or the ``glue_data`` folder above it."""
+    if (root / folder).is_dir():
+        return root / folder
+    return root
+
+
+def _read_glue(layout: GlueLayout, labels: tuple[str, ...] | None):
+    def read(root: Path, split: str, reader: RowReader, subset: str | None) -> list[Example]:
+        path = require_file(_task_dir(root, layout.folder) / layout.files[split], f"GLUE {layout.folder} {split}")
+        headerless = split in layout.headerless
+        rows = read_tsv(path, reader, header=not headerless, n_columns=len(layout.columns) or None)
+        examples: list[Example] = []
+        for ordinal, (line, row) in enumerate(rows):
+            if headerless:
+                row = dict(zip(layout.columns, row))
+            assert isinstance(row, dict)
+            missing = [c for c in (layout.text_a, layout.text_b) if c and c not in row]
+            if missing:
+                raise DataError(
+                    f"{path}: no column {missing[0]!r}; expected the {layout.folder} header with "
+                    f"{', '.join(c for c in (layout.text_a, layout.text_b) if c)}"
+                )
+            a = row[layout.text_a]
+            b = row[layout.text_b] if layout.text_b else None
+            texts = {layout.text_a: a} | ({layout.text_b: b} if layout.text_b else {})
+            if not check_texts(path, line, reader, **texts):
+                continue
+            label: int | float | None = None
+            if layout.label in row:
+                if labels is None:
+                    label = _parse_score(row[layout.label], path, line, reader)
+                else:
+                    label = parse_label(row[layout.label], labels, path, line, reader)
+                if label is None:
+                    continue
+            index = ordinal
+            if layout.index and layout.index in row:
+                try:
+                    index = int(row[layout.index])
+                except ValueError:
+                    reader.bad(path, line, f"{layout.index} {row[layout.index]!r} is not an integer")
+                    continue
+            examples.append(Example(a, b, label=label, index=index))
+        return examples
+
+    return read
+
+
+def _parse_score(value: str, path: Path, line: int, reader: RowReader) -> float | None:
+    try:
+        score = float(value)
+    except ValueError:
+        score = float("nan")
+    if not 0.0 <= score <= 5.0:  # also rejects nan
+        reader.bad(path, line, f"similarity score {value!r} is not a number in [0, 5]")
+        return None
+    return score
+
+
+def _files(*, mnli: bool = False) -> dict[str, str]:
+    if mnli:
+        return {
+            "train": "train.tsv",
+            "dev_matched": "dev_matched.tsv",
+            "dev_mismatched": "dev_mismatched.tsv",
+            "test_matched": "test_matched.tsv",
+            "test_mismatched": "test_mismatched.tsv",
+        }
+    return {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+
+
+def _glue_task(
+    name: str,
+    layout: GlueLayout,
+    transform: str,
+    labels: tuple[str, ...] | None,
+    metrics,
+    monitor: str,
+    description: str,
+    **extra,
+) -> TaskSpec:
+    extra.setdefault("prediction_files", {"test": f"{layout.folder}.tsv"})
+    return TaskSpec(
+        name=name,
+        title=layout.folder,
+        transform=transform,  # type: ignore[arg-type]
+        read=_read_glue(layout, labels),
+        metrics=metrics,
+        monitor=monitor,
+        labels=labels,
+        glue=True,
+        description=description,
+        **extra,
+    )
+
+
+COLA = _glue_task(
+    "cola",
+    GlueLayout(
+        "CoLA", _files(), "sentence", None, "label",
+        headerless=("train", "dev"), columns=("source", "label", "original_label", "sentence"),
+    ),
+    "classification", BINARY, matthews, "mcc",
+    "Corpus of Linguistic Acceptability: is the sentence grammatical? (Matthews corr.)",
+)
+SST2 = _glue_task(
+    "sst2",
+    GlueLayout("SST-2", _files(), "sentence", None, "label"),
+    "classification", BINARY, lambda: accuracy(2), "acc",
+    "Stanford Sentiment Treebank, binary sentence polarity (accuracy)",
+)
+MRPC = _glue_task(
+    "mrpc",
+    GlueLayout("MRPC", _files(), "#1 String", "#2 String", "Quality"),
+    "similarity", BINARY, accuracy_f1, "f1",
+    "Microsoft Research Paraphrase Corpus (F1 and accuracy)",
+)
+STSB = _glue_task(
+    "stsb",
+    GlueLayout("STS-B", _files(), "sentence1", "sentence2", "score"),
+    "similarity", None, correlations, "pearson",
+    "Semantic Textual Similarity Benchmark, a 0-5 score (Pearson and Spearman)",
+)
+QQP = _glue_task(
+    "qqp",
+    GlueLayout("QQP", _files(), "question1", "question2", "is_duplicate", index="id"),
+    "similarity", BINARY, accuracy_f1, "f1",
+    "Quora Question Pairs: duplicates? (F1 and accuracy)",
+)
+MNLI = _glue_task(
+    "mnli",
+    GlueLayout("MNLI", _files(mnli=True), "sentence1", "sentence2", "gold_label"),
+    "entailment", NLI3, lambda: accuracy(3), "acc_matched",
+    "MultiNLI, matched and mismatched dev/test sets (accuracy)",
+    val_splits=("dev_matched", "dev_mismatched"),
+    test_splits=("test_matched", "test_mismatched"),
+    split_names={"dev_matched": "matched", "dev_mismatched": "mismatched",
+                 "test_matched": "matched", "test_mismatched": "mismatched"},
+    prediction_files={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
+)
+QNLI = _glue_task(
+    "qnli",
+    GlueLayout("QNLI", _files(), "question", "sentence", "label"),
+    "entailment", NLI2, lambda: accuracy(2), "acc",
+    "Question NLI: does the sentence answer the question? (accuracy)",
+)
+RTE = _glue_task(
+    "rte",
+    GlueLayout("RTE", _files(), "sentence1", "sentence2", "label"),
+    "entailment", NLI2, lambda: accuracy(2), "acc",
+    "Recognising Textual Entailment (accuracy)",
+)
+WNLI = _glue_task(
+    "wnli",
+    GlueLayout("WNLI", _files(), "sentence1", "sentence2", "label"),
+    "entailment", BINARY, lambda: accuracy(2), "acc",
+    "Winograd NLI (accuracy)",
+)
+
+GLUE_TASKS: tuple[TaskSpec, ...] = (COLA, SST2, MRPC, STSB, QQP, MNLI, QNLI, RTE, WNLI)
+
+# GLUE's score for each task: the unweighted mean of these metrics (validation names as logged).
+GLUE_SCORE_METRICS: dict[str, tuple[str, ...]] = {
+    "cola": ("mcc",),
+    "sst2": ("acc",),
+    "mrpc": ("f1", "acc"),
+    "stsb": ("pearson", "spearman"),
+    "qqp": ("f1", "acc"),
+    "mnli": ("acc_matched", "acc_mismatched"),
+    "qnli": ("acc",),
+    "rte": ("acc",),
+    "wnli": ("acc",),
+}
+
+
+@dataclass
+class GlueScore:
+    """The GLUE average (0-100) over the tasks present, each task's score, and the tasks missing."""
+
+    score: float | None
+    tasks: dict[str, float]
+    missing: list[str]
+
+    def table(self) -> str:
+        lines = [f"{'task':<6} {'score':>6}"]
+        for name in GLUE_SCORE_METRICS:
+            value = f"{self.tasks[name]:6.1f}" if name in self.tasks else "     -"
+            lines.append(f"{name:<6} {value}")
+        avg = "-" if self.score is None else f"{self.score:.1f}"
+        note = f" (partial: missing {', '.join(self.missing)})" if self.missing else ""
+        lines.append(f"{'GLUE':<6} {avg:>6}{note}")
+        return "\n".join(lines)
+
+
+def _strip(key: str) -> str:
+    for prefix in ("val/", "test/"):
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def glue_score(results: Mapping[str, Mapping[str, float]]) -> GlueScore:
+    """The GLUE score from per-task validation metrics.
+
+    ``results`` maps a task name (``cola``, ``sst2``, ...) to its metrics in [0, 1], e.g.
+    ``{"mrpc": {"val/f1": 0.82, "val/acc": 0.77}}`` (``val/``/``test/`` prefixes are ignored).
+    Each task scores the mean of its GLUE metrics (MRPC/QQP: F1 and accuracy; STS-B: Pearson and
+    Spearman; MNLI: matched and mismatched accuracy); the GLUE score is the mean over the nine
+    tasks, times 100. With tasks missing the average is over those present and ``missing`` says so.
+    """
+    unknown = sorted(set(results) - set(GLUE_SCORE_METRICS))
+    if unknown:
+        raise DataError(f"not GLUE tasks: {', '.join(unknown)}; GLUE has {', '.join(GLUE_SCORE_METRICS)}")
+    scores: dict[str, float] = {}
+    for name, wanted in GLUE_SCORE_METRICS.items():
+        if name not in results:
+            continue
+        metrics = {_strip(k): float(v) for k, v in results[name].items()}
+        absent = [m for m in wanted if m not in metrics]
+        if absent:
+            raise DataError(f"{name} results lack {', '.join(absent)} (have {', '.join(sorted(metrics))})")
+        scores[name] = 100.0 * sum(metrics[m] for m in wanted) / len(wanted)
+    missing = [n for n in GLUE_SCORE_METRICS if n not in scores]
+    score = sum(scores.values()) / len(scores) if scores else None
+    return GlueScore(score, scores, missing)
+
+
+def glue_submission_files() -> dict[str, str]:
+    """Task name -> submission file names (AX, the diagnostic set, is not produced)."""
+    return {t.name: ", ".join(t.prediction_file(s) for s in t.test_splits) for t in GLUE_TASKS}
+
+
+def copy_predictions(sources: Mapping[str, Path], out_dir: Path) -> list[Path]:
+    """Copy prediction files named in ``sources`` (GLUE file name -> path) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, src in sources.items():
+        if not Path(src).is_file():
+            raise DataError(f"missing prediction file {src} (run `gptkit predict` for that task first)")
+        dst = out_dir / name
+        dst.write_bytes(Path(src).read_bytes())
+        written.append(dst)
+    return written
+
+
+RESULTS_DIR = "results"  # <run dir>/results/<verb>.json: metrics of `gptkit validate` / `gptkit test`
+PREDICTIONS_DIR = "predictions"  # <run dir>/predictions/<GLUE file name>: `gptkit predict` output
+
+
+def read_run_results(run_dir: Path) -> tuple[str, dict[str, float]]:
+    """(task name, dev-set metrics) of one fine-tuning run folder.
+
+    The task comes from the run's saved ``config.yaml``; the metrics from ``results/validate.json``
+    or, failing that, ``results/test.json`` (for GLUE, ``gptkit test`` scores the dev set).
+    """
+    import json
+
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir).expanduser()
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise DataError(f"{run_dir} is not a gptkit run folder (no config.yaml)")
+    task = str(OmegaConf.load(config).data.name)
+    for verb in ("validate", "test"):
+        path = run_dir / RESULTS_DIR / f"{verb}.json"
+        if path.is_file():
+            try:
+                return task, {k: float(v) for k, v in json.loads(path.read_text()).items()}
+            except (ValueError, AttributeError) as exc:
+                raise DataError(f"{path} is not a JSON object of metric values ({exc})") from None
+    raise DataError(
+        f"{run_dir} has no results/validate.json or results/test.json; run "
+        f"`gptkit validate <recipe> run.name={run_dir.name} ckpt_path=best` first"
+    )
+
+
+def glue_report(run_dirs: list[Path], out_dir: Path | None = None) -> tuple[GlueScore, list[str]]:
+    """The GLUE score of fine-tuning runs (one folder per task) and, with ``out_dir``, a submission
+    folder with each task's test predictions under its GLUE file name (``SST-2.tsv``,
+    ``MNLI-m.tsv`` ...; the diagnostic AX is not produced). Returns the score and notes on
+    prediction files that are missing."""
+    from gptkit.tasks import get_task
+
+    results: dict[str, dict[str, float]] = {}
+    folders: dict[str, Path] = {}
+    for run_dir in run_dirs:
+        name, metrics = read_run_results(Path(run_dir))
+        if name in results:
+            raise DataError(f"two runs for task {name}: {folders[name]} and {run_dir}; pass one per task")
+        results[name], folders[name] = metrics, Path(run_dir).expanduser()
+    score = glue_score(results)
+    notes: list[str] = []
+    if out_dir is not None:
+        sources = {}
+        for name, folder in folders.items():
+            task = get_task(name)
+            for split in task.test_splits:
+                file = task.prediction_file(split)
+                path = folder / PREDICTIONS_DIR / file
+                if path.is_file():
+                    sources[file] = path
+                else:
+                    notes.append(f"no {file} in {folder / PREDICTIONS_DIR} (run `gptkit predict` for {name})")
+        copy_predictions(sources, Path(out_dir).expanduser())
+        (Path(out_dir).expanduser() / "glue_score.txt").write_text(score.table() + "\n")
+    return score, notes

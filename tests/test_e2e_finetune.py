@@ -1,0 +1,72 @@
+"""End to end: the real `gptkit fit`, `test`, `predict` and `glue` on real GLUE sample files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO, run_cli
+from finetune_helpers import GLUE, SAMPLES, tiny_tokenizer
+
+TINY_FT = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.n_ctx=64", "data.batch_size=8",
+           "logging.progress=plain", "logging.throughput=false", "trainer.accelerator=cpu", "trainer.devices=1",
+           "optim.lr=1e-3", "trainer.log_every_n_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("e2e_ft")
+    tiny_tokenizer().save(cwd / "tok.json")
+    args = [str(REPO / "recipes" / "sst2.yaml"), f"data.root={GLUE}", "tokenizer.path=tok.json", *TINY_FT,
+            "trainer.max_epochs=1"]
+    out = run_cli("fit", *args, cwd=cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return cwd, args, out
+
+
+def test_fit_reports_data_and_validates(finetuned):
+    cwd, _, out = finetuned
+    assert "task sst2 (SST-2)" in out.stderr and "train: 50 examples" in out.stderr
+    assert "val/acc" in out.stderr
+    ckpts = sorted(p.name for p in (cwd / "runs" / "sst2" / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(c.startswith("best-") and "val_acc" in c for c in ckpts)
+
+
+def test_test_predict_and_glue(finetuned):
+    cwd, args, _ = finetuned
+    tested = run_cli("test", *args, "ckpt_path=best", cwd=cwd)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert "test/acc" in tested.stdout and "dev set" in tested.stderr  # GLUE test labels are private
+    results = json.loads((cwd / "runs" / "sst2" / "results" / "test.json").read_text())
+    assert 0.0 <= results["test/acc"] <= 1.0
+    predicted = run_cli("predict", *args, "ckpt_path=best", cwd=cwd)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    lines = (cwd / "runs" / "sst2" / "predictions" / "SST-2.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 51
+    assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(50)]
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+    glue = run_cli("glue", "runs/sst2", "--out", "submission", cwd=cwd)
+    assert glue.returncode == 0, glue.stderr
+    assert "GLUE" in glue.stdout and "partial" in glue.stdout
+    assert (cwd / "submission" / "SST-2.tsv").is_file()
+
+
+def test_multiple_choice_from_a_checkpoint_with_n_transfer(finetuned):
+    cwd, args, _ = finetuned
+    race = [str(REPO / "recipes" / "race.yaml"), f"data.root={SAMPLES}", *TINY_FT, "trainer.max_epochs=1",
+            "init.checkpoint=runs/sst2/checkpoints/last.ckpt", "init.n_transfer=1", "data.subset=all"]
+    out = run_cli("fit", *race, cwd=cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(embeddings + 1 blocks)" in out.stderr and "truncated to n_ctx=64" in out.stderr
+    assert "val/acc_middle" in out.stderr and "val/acc_high" in out.stderr
+
+
+def test_bad_task_data_is_one_clear_error(tmp_path):
+    tiny_tokenizer().save(tmp_path / "tok.json")
+    out = run_cli("fit", str(REPO / "recipes" / "sst2.yaml"), f"data.root={tmp_path}", "tokenizer.path=tok.json",
+                  *TINY_FT, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "missing GLUE SST-2 train file" in out.stderr
+    out = run_cli("fit", str(REPO / "recipes" / "mrpc.yaml"), f"data.root={GLUE}", "tokenizer.path=tok.json",
+                  "checkpoint.monitor=val/mcc", *TINY_FT, cwd=tmp_path)
+    assert out.returncode == 2 and "not a validation metric of task mrpc" in out.stderr
