@@ -189,20 +189,17 @@ class GPTModule(pl.LightningModule):
         self._raise_if_nonfinite()
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self.task is None:
-            loss, n_tokens = self._lm_step(batch)
-            self.val_loss.update(loss, weight=n_tokens)
-        else:
-            self._task_eval_step(batch, "val", dataloader_idx)
+        self._eval_step(batch, "val", dataloader_idx)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "test", dataloader_idx)
+
+    def _eval_step(self, batch: Any, split: str, dataloader_idx: int) -> None:
+        """Validation and test: the loss (token-weighted when pretraining) and the task's metrics."""
         if self.task is None:
             loss, n_tokens = self._lm_step(batch)
             self.val_loss.update(loss, weight=n_tokens)
-        else:
-            self._task_eval_step(batch, "test", dataloader_idx)
-
-    def _task_eval_step(self, batch: dict, split: str, dataloader_idx: int) -> None:
+            return
         loss, _, logits = self._task_step(batch)
         self.val_loss.update(loss, weight=batch["input_ids"].size(0))
         self.task_metrics_update(split, dataloader_idx, logits, batch)

