@@ -199,7 +199,8 @@ def lm_loss(
     """Next-token cross-entropy from hidden states ``[B, T, C]`` and targets ``[B, T]``.
 
     Positions whose target is ``ignore_index`` are masked. With ``per_sequence`` the loss is averaged
-    per sequence, then over sequences (the released fine-tuning code); otherwise over all tokens.
+    per sequence, then over the sequences that have any target (the released fine-tuning code);
+    otherwise over all tokens.
 
     With ``chunk_size`` the tied LM head and the cross-entropy run fused over chunks of rows
     (:class:`ChunkedLinearCrossEntropy`), so the float32 logits over the whole vocabulary are never
@@ -207,9 +208,10 @@ def lm_loss(
     materialised and upcast to float32.
     """
     mask = targets != ignore_index
-    if per_sequence:
-        counts = mask.sum(1, keepdim=True).clamp_min(1)
-        weights = (mask / counts / targets.size(0)).float()
+    if per_sequence:  # sequences without any target (e.g. padded answer candidates) do not count
+        counts = mask.sum(1, keepdim=True)
+        n_seq = (counts > 0).sum().clamp_min(1)
+        weights = (mask / counts.clamp_min(1) / n_seq).float()
     else:
         weights = (mask / mask.sum().clamp_min(1)).float()
     if chunk_size:

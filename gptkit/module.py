@@ -111,9 +111,10 @@ class GPTModule(pl.LightningModule):
         lm_coef = self.objective["lm_coef"]
         if not lm_coef:
             return task_loss, task_loss, logits
-        real = batch["choice_mask"].reshape(-1)
-        targets = batch["lm_targets"].reshape(real.numel(), -1)
-        lm = lm_loss(self.backbone, hidden[real], targets[real], per_sequence=True, chunk_size=self.lm_chunk)
+        # Padded candidates get no targets, so they drop out of the per-sequence mean; masking instead
+        # of selecting them keeps shapes static (no host sync, no recompilation).
+        targets = batch["lm_targets"].masked_fill(~batch["choice_mask"][..., None], -100)
+        lm = lm_loss(self.backbone, hidden, targets.flatten(0, 1), per_sequence=True, chunk_size=self.lm_chunk)
         return task_loss + lm_coef * lm, task_loss, logits
 
     # -- Lightning hooks --------------------------------------------------------------------------

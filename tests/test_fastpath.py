@@ -70,3 +70,17 @@ def test_compiled_backbone_matches_eager():
     eager = model(x)
     model.compile(backend="aot_eager")  # same graph capture as inductor, no C++ build on CI machines
     assert torch.allclose(model(x), eager, atol=1e-5)
+
+
+def test_per_sequence_mean_ignores_sequences_without_targets():
+    """Masking a sequence out (a padded answer candidate) equals leaving it out, in both loss paths."""
+    torch.manual_seed(0)
+    model = GPT(CFG).eval()
+    x = torch.randint(0, CFG.vocab_size, (3, 16))
+    targets = x.roll(-1, 1)
+    targets[:, -1] = -100
+    kept = lm_loss(model, model(x[:2]), targets[:2], per_sequence=True)
+    masked = targets.clone()
+    masked[2] = -100
+    for chunk in (None, 5):
+        assert torch.allclose(lm_loss(model, model(x), masked, per_sequence=True, chunk_size=chunk), kept, atol=1e-6)
