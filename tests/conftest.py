@@ -17,6 +17,15 @@ def news_text() -> str:
     return NEWS.read_text()
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A small real-text corpus (the first 7,000 characters of the news sample) in its own folder."""
+    root = tmp_path_factory.mktemp("corpus")
+    path = root / "news.txt"
+    path.write_text(NEWS.read_text()[:7000])
+    return root, path
+
+
 def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real ``gptkit`` command line in a subprocess."""
     # this checkout's gptkit, whatever copy is pip-installed

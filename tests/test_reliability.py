@@ -18,16 +18,6 @@ from gptkit.errors import CheckpointError
 from gptkit.reliability import AtomicCheckpointIO
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from conftest import NEWS
-
-    root = tmp_path_factory.mktemp("rel")
-    path = root / "news.txt"
-    path.write_text(NEWS.read_text()[:7000])
-    return root, path
-
-
 def start_cli(args, cwd, log, env=None):
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "gptkit.cli", *args], cwd=cwd, env=full_env,

@@ -10,7 +10,7 @@ import signal
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import NEWS, REPO
+from conftest import REPO
 
 from gptkit.builder import build, fit_or_stop, resolve_ckpt_path
 from gptkit.config import load_config
@@ -62,14 +62,6 @@ def fit(args, record):
     c.trainer.callbacks.append(record)
     fit_or_stop(c, resolve_ckpt_path(cfg))
     return c
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    path = root / "news.txt"
-    path.write_text(NEWS.read_text()[:7000])
-    return root, path
 
 
 @pytest.fixture(scope="module")
