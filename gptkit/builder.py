@@ -122,7 +122,9 @@ def build_tokenizer(cfg: DictConfig, sources: list | None) -> tuple[Any, str]:
                     return _load_tokenizer_record(info, ckpt)
         if sources is None:
             raise ConfigError(
-                "no tokenizer for this run: set tokenizer.path, or init.checkpoint to a pretrained model"
+                "no tokenizer for this run: a fine-tuning run takes it from init.checkpoint (a gptkit .ckpt "
+                "or a `gptkit import` folder), so set init.checkpoint=...; from scratch, set "
+                "tokenizer.path=PATH/tokenizer.json or tokenizer.kind=openai-gpt"
             )
         ident = {"sources": [s.identity() for s in sources], "vocab_size": t.vocab_size,
                  "lowercase": t.lowercase, "min_frequency": t.min_frequency, "max_bytes": t.train_max_bytes}
