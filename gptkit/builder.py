@@ -68,7 +68,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 def checkpoint_tokenizer(path: str | os.PathLike) -> dict | None:
     """The tokenizer record (kind, path, fingerprint) kept with a checkpoint, if any."""
-    from gptkit.checkpoint import CONFIG_FILE, TOKENIZER_FILE, load_ckpt
+    from gptkit.checkpoint import CONFIG_FILE, TOKENIZER_FILE, ckpt_hparams
 
     path = Path(path).expanduser()
     if path.is_dir():
@@ -80,7 +80,7 @@ def checkpoint_tokenizer(path: str | os.PathLike) -> dict | None:
         if (path / TOKENIZER_FILE).is_file():
             info["path"] = str(path / TOKENIZER_FILE)
         return info
-    return load_ckpt(path).get("hyper_parameters", {}).get("tokenizer")
+    return ckpt_hparams(path).get("tokenizer")
 
 
 # -- tokenizer --------------------------------------------------------------------------------------
@@ -239,9 +239,9 @@ def init_from(module, checkpoint: str, n_transfer: int | None) -> None:
 
 def check_resume(ckpt_path: str, tokenizer_record: dict) -> None:
     """Refuse to resume or evaluate a checkpoint with a tokenizer other than the one it was trained with."""
-    from gptkit.checkpoint import load_ckpt
+    from gptkit.checkpoint import ckpt_hparams
 
-    hp = load_ckpt(ckpt_path).get("hyper_parameters", {})
+    hp = ckpt_hparams(ckpt_path)
     theirs = (hp.get("tokenizer") or {}).get("fingerprint")
     if theirs and theirs != tokenizer_record.get("fingerprint"):
         raise CheckpointError(
