@@ -127,22 +127,22 @@ def bench_gptkit(args, size, device) -> dict:
 
 def bench_plain(args, size, device) -> dict:
     """gptkit's model and fused loss in a bare loop (no Lightning): what the Trainer costs on top."""
-    from gptkit.model import GPT, GPTConfig, lm_loss
-    from gptkit.module import LM_LOSS_CHUNK
-    from gptkit.optim import param_groups
+    from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
+    from gptkit.optim import fused_adamw_available, param_groups
 
     n_layer, n_head, n_embd, n_ctx, vocab, batch = size
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=vocab, n_ctx=n_ctx, n_layer=n_layer, n_head=n_head, n_embd=n_embd)).to(device)
     cuda = device.type == "cuda"
-    opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=cuda)
+    opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=fused_adamw_available(device))
     if cuda and not args.no_compile:
         model.compile()
     x = torch.randint(0, vocab, (batch, n_ctx + 1), device=device)
+    chunk = lm_loss_chunk_rows(device, vocab)
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = lm_loss(model, model(x[:, :-1]), x[:, 1:], chunk_size=LM_LOSS_CHUNK if cuda else None)
+            loss = lm_loss(model, model(x[:, :-1]), x[:, 1:], chunk_size=chunk)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -75,7 +75,7 @@ class DataConfig:
 class ObjectiveConfig:
     lm_coef: float = 0.5  # weight of the auxiliary LM loss when fine-tuning (0 turns it off)
     nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
-    chunked_lm_loss: bool | None = None  # fused head + cross-entropy over row chunks; null = on for CUDA
+    chunked_lm_loss: bool = True  # fused LM head + cross-entropy over row chunks (no full logits kept)
 
 
 @dataclass
@@ -87,7 +87,7 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine | linear | constant (all after linear warmup)
     warmup_steps: int = 2000
     warmup_ratio: float | None = None  # if set, warmup = ratio * total updates (overrides warmup_steps)
-    fused: bool | None = None  # fused AdamW; null = on for CUDA
+    fused: bool | None = None  # fused AdamW; null = on where PyTorch has it (CUDA; CPU from 2.4)
 
 
 @dataclass

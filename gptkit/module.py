@@ -17,10 +17,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from gptkit.errors import GptkitError
-from gptkit.model import GPT, GPTConfig, lm_loss
-from gptkit.optim import make_optimizer, schedule_factor
-
-LM_LOSS_CHUNK = 8192  # rows per chunk of the fused LM loss: 8192 x 40481 bf16 logits is 0.66 GB
+from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
+from gptkit.optim import fused_adamw_available, make_optimizer, schedule_factor
 
 
 class NonFiniteLossError(GptkitError):
@@ -52,7 +50,7 @@ class GPTModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.backbone = GPT(GPTConfig(**model))
-        self.objective = {"lm_coef": 0.5, "nonfinite": "stop", "chunked_lm_loss": None, **(objective or {})}
+        self.objective = {"lm_coef": 0.5, "nonfinite": "stop", "chunked_lm_loss": True, **(objective or {})}
         self.lm_chunk: int | None = None  # rows per chunk of the fused LM loss; set in setup()
         self.task = None
         self.head: nn.Module | None = None
@@ -119,10 +117,9 @@ class GPTModule(pl.LightningModule):
 
     # -- Lightning hooks --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device
         chunked = self.objective["chunked_lm_loss"]
-        if chunked is None:
-            chunked = self.trainer.strategy.root_device.type == "cuda"
-        self.lm_chunk = LM_LOSS_CHUNK if chunked else None
+        self.lm_chunk = lm_loss_chunk_rows(device, self.backbone.config.vocab_size) if chunked is not False else None
         if self.flops_per_token is None:
             self.flops_per_token = measure_flops_per_token(self.backbone.config)
 
@@ -250,7 +247,7 @@ class GPTModule(pl.LightningModule):
         o = self.hparams.optim
         fused = o.get("fused")
         if fused is None:
-            fused = self.device.type == "cuda"
+            fused = fused_adamw_available(self.device)
         optimizer = make_optimizer(self, o["lr"], o["weight_decay"], o["betas"], o["eps"], fused)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = o["warmup_steps"] if o.get("warmup_ratio") is None else math.ceil(o["warmup_ratio"] * total)

@@ -1,9 +1,23 @@
-"""The fast path (fused chunked LM loss, compile) must not change the numbers."""
+"""The fast path (fused chunked LM loss, fused AdamW, CPU dropout and attention, compile) must not
+change the numbers."""
+
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from gptkit.model import GPT, GPTConfig, lm_loss
+from gptkit.model import (
+    GPT,
+    GPTConfig,
+    _cross_entropy_and_grad,
+    _cross_entropy_and_grad_inplace,
+    causal_attention_with_dropout,
+    dropout,
+    lm_loss,
+    lm_loss_chunk_rows,
+)
+from gptkit.optim import fused_adamw_available
 
 CFG = GPTConfig(vocab_size=300, n_ctx=32, n_layer=2, n_head=2, n_embd=32)
 
@@ -40,12 +54,15 @@ def test_chunked_lm_loss_without_grad():
 
 
 def test_fast_and_plain_training_steps_agree():
-    """A few AdamW steps with the fused loss (+ fused-free AdamW on CPU) track the plain path."""
+    """A few AdamW steps of the fast path (fused loss, fused AdamW) track the plain path."""
+    cpu = torch.device("cpu")
+    assert fused_adamw_available(cpu) == (tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4))
 
     def train(chunk):
         torch.manual_seed(0)
         model = GPT(CFG).eval()  # no dropout, so both paths see the same function
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+        fused = chunk is not None and fused_adamw_available(cpu)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, fused=fused)
         data = torch.randint(0, CFG.vocab_size, (5, 4, 33), generator=torch.Generator().manual_seed(1))
         losses = []
         for block in data:
@@ -56,7 +73,7 @@ def test_fast_and_plain_training_steps_agree():
             losses.append(loss.item())
         return losses, model.tokens_embed.weight.detach()
 
-    (a, wa), (b, wb) = train(None), train(16)
+    (a, wa), (b, wb) = train(None), train(lm_loss_chunk_rows(cpu, CFG.vocab_size))
     assert a == pytest.approx(b, abs=1e-5)
     assert torch.allclose(wa, wb, atol=1e-5)
 
@@ -84,3 +101,84 @@ def test_per_sequence_mean_ignores_sequences_without_targets():
     masked[2] = -100
     for chunk in (None, 5):
         assert torch.allclose(lm_loss(model, model(x), masked, per_sequence=True, chunk_size=chunk), kept, atol=1e-6)
+
+
+def test_chunked_lm_loss_under_cpu_autocast_and_changing_shapes():
+    """bf16 products with float32 accumulation, and a reused logits block across shapes and dtypes."""
+    torch.manual_seed(0)
+    model = GPT(CFG).eval()
+    for rows, chunk, dtype in [(4, 64, torch.bfloat16), (2, 3, torch.float32), (4, 5, torch.bfloat16)]:
+        x = torch.randint(0, CFG.vocab_size, (rows, 32))
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            hidden = model(x)
+            plain = lm_loss(model, hidden, x.roll(-1, 1))
+            g_plain = grads(model, plain)
+            hidden = model(x)
+            fused = lm_loss(model, hidden, x.roll(-1, 1), chunk_size=chunk)
+            g_fused = grads(model, fused)
+        tol = 2e-2 if dtype == torch.bfloat16 else 1e-6
+        assert fused.dtype == torch.float32
+        assert torch.allclose(plain, fused, rtol=tol, atol=tol)
+        for name, g in g_plain.items():
+            assert g_fused[name].dtype == torch.float32
+            assert torch.allclose(g, g_fused[name], rtol=tol, atol=tol * g.abs().max().item()), name
+
+
+def test_cpu_dropout_has_the_right_distribution_and_gradient():
+    p = 0.1
+    x = torch.ones(1_000_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x, p)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(1 - p, abs=2e-3)  # 6 sigma is 1.8e-3
+    assert torch.all(y[kept] == 1 / (1 - p))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * scaled mask)/dx is the scaled mask
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, p), y)  # reproducible from the seed
+    assert dropout(x, p, training=False) is x
+    assert torch.count_nonzero(dropout(x, 1.0)) == 0
+
+
+def test_textbook_attention_matches_sdpa():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 16, 8).unbind(0)
+    sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(causal_attention_with_dropout(q, k, v, 0.0), sdpa, atol=1e-6)
+    torch.manual_seed(1)
+    dropped = causal_attention_with_dropout(q, k, v, 0.5)
+    assert not torch.allclose(dropped, sdpa)
+    # dropout acts on the attention weights: each output row is a rescaled subset of the values
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(torch.ones(16, 16).triu(1).bool(), -math.inf)
+    torch.manual_seed(1)
+    assert torch.allclose(dropped, dropout(scores.softmax(-1), 0.5) @ v, atol=1e-6)
+
+
+def test_training_mode_on_cpu_uses_dropout_in_every_place():
+    """Embedding, attention and residual dropout are live in training and off in eval."""
+    torch.manual_seed(0)
+    model = GPT(CFG)
+    x = torch.randint(0, CFG.vocab_size, (2, 16))
+    model.eval()
+    reference = model(x)
+    model.train()
+    assert not torch.allclose(model(x), reference)
+    for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):
+        only = GPT(GPTConfig(**{**CFG.to_dict(), "embd_pdrop": 0.0, "attn_pdrop": 0.0, "resid_pdrop": 0.0, name: 0.5}))
+        only.load_state_dict(model.state_dict())
+        assert not torch.allclose(only.train()(x), reference), name
+        assert torch.allclose(only.eval()(x), reference, atol=1e-6), name
+
+
+def test_cuda_and_in_place_loss_kernels_agree():
+    """The kernel compiled on CUDA and the in-place one used elsewhere compute the same thing."""
+    torch.manual_seed(0)
+    logits = torch.randn(6, 70) * 4
+    targets = torch.tensor([0, 5, 63, 1, 2, 3])
+    weights = torch.tensor([0.5, 0.0, 1.0, 0.25, 1.0, 2.0])  # a zero-weight row contributes nothing
+    loss, grad = _cross_entropy_and_grad(logits, targets, weights, n_valid=64)
+    loss_inplace, grad_inplace = _cross_entropy_and_grad_inplace(logits.clone(), targets, weights, n_valid=64)
+    reference = (F.cross_entropy(logits[:, :64], targets, reduction="none") * weights).sum()
+    assert torch.allclose(loss, reference, atol=1e-5) and torch.allclose(loss_inplace, reference, atol=1e-5)
+    assert torch.allclose(grad, grad_inplace, atol=1e-7)
+    assert torch.all(grad_inplace[:, 64:] == 0) and torch.all(grad_inplace[1] == 0)
