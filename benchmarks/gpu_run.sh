@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU session: correctness checks, the training-step benchmark, and a real `gptkit fit`.
+# One prepared GPU session: correctness checks, the training-step benchmarks (pretraining and a
+# RACE-shaped fine-tuning step), and a real `gptkit fit`.
 # Usage (on a CUDA machine, repo root): bash benchmarks/gpu_run.sh OUTDIR
 # Packages missing there (omegaconf) can be carried as wheels in .whl/ (see docs/performance.md).
 set -u
@@ -17,6 +18,8 @@ python3 -c "import torch, pytorch_lightning as pl, transformers, tokenizers; pri
 python3 benchmarks/cuda_checks.py 2>&1 | tee "$OUT/cuda_checks.jsonl"
 [ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/train_step.py --device cuda --size paper --steps ${STEPS:-20} --warmup 8 ${BENCH_ARGS:-} --json "$OUT/train_step.json" 2>&1 \
   | grep -v -i "warn" | tee "$OUT/train_step.txt"
+[ -n "${SKIP_RACE:-}" ] || python3 benchmarks/train_step.py --device cuda --size paper --task race --hf bf16-compile \
+  --steps ${STEPS:-20} --warmup 8 --json "$OUT/train_step_race.json" 2>&1 | grep -v -i "warn" | tee "$OUT/train_step_race.txt"
 python3 -m gptkit.cli fit recipes/quickstart/pretrain.yaml data.corpus=null data.files=[tests/fixtures/news_sample.txt] \
   trainer.max_steps=120 trainer.val_check_interval=60 trainer.log_every_n_steps=20 run.dir=/tmp/r run.data_dir=/tmp/d run.overwrite=true \
   logging.progress=plain 2>&1 | grep -v -i "warn" | tail -12 | tee "$OUT/fit.txt"

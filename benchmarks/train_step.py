@@ -9,11 +9,18 @@ batch shape in one process, after warm-up steps, and is timed with the device sy
 * ``hf``: ``transformers.OpenAIGPTLMHeadModel`` with the same sizes in a plain PyTorch loop (no
   Lightning overhead), ``torch.optim.AdamW``; variants fp32, bf16 autocast, bf16 + torch.compile.
 
+With ``--task race`` the step is a fine-tuning step of RACE's shape instead: batches of examples with
+4 answer candidates of ``n_ctx`` tokens each, the multiple-choice head plus the auxiliary LM loss at
+weight 0.5 (``gptkit fit`` with ``data.name=race``), against ``OpenAIGPTDoubleHeadsModel`` with
+``mc_loss + 0.5 * lm_loss``. ``--batch-size`` then counts examples (default: 16 on CUDA, i.e. 64
+sequences of 512 tokens, the pretraining batch's token count; 4 on CPU).
+
 Prints tokens/s, MFU (against the device's dense peak from Lightning's table, or --peak-tflops),
 peak memory, and each contestant's ratio to the best transformers variant.
 
     python benchmarks/train_step.py --device cpu                 # small config, float32
     python benchmarks/train_step.py --device cuda --size paper   # 117M, 64 x 512, bf16
+    python benchmarks/train_step.py --device cuda --size paper --task race
 """
 
 from __future__ import annotations
@@ -32,6 +39,27 @@ SIZES = {
     "paper": (12, 12, 768, 512, 40481, 64),
     "small": (4, 4, 256, 128, 8003, 16),
 }
+CHOICES = 4  # answer candidates per RACE example
+
+
+def race_batch(vocab: int, examples: int, n_ctx: int, seed: int) -> dict:
+    """A fine-tuning batch of the task batch contract (``gptkit.tasks.base.collate``), RACE-shaped."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (examples, CHOICES, n_ctx), generator=g)
+    lm_targets = ids.roll(-1, dims=-1)
+    lm_targets[..., -1] = -100
+    return {
+        "input_ids": ids, "lm_targets": lm_targets,
+        "extract_pos": torch.full((examples, CHOICES), n_ctx - 1),
+        "choice_mask": torch.ones(examples, CHOICES, dtype=torch.bool),
+        "labels": torch.randint(0, CHOICES, (examples,), generator=g),
+        "index": torch.arange(examples),
+    }
+
+
+def tokens_per_step(args, size) -> int:
+    n_ctx, batch = size[3], size[5]
+    return batch * n_ctx * (CHOICES if args.task == "race" else 1)
 
 
 def peak_flops(device: torch.device, precision: str, override: float | None) -> float | None:
@@ -85,11 +113,18 @@ def bench_gptkit(args, size, device) -> dict:
         overrides.append(f"trainer.precision={args.precision}")
     if args.no_compile:
         overrides.append("model.compile=false")
+    if args.task == "race":
+        overrides += ["data.name=race", "objective.lm_coef=0.5"]
     cfg = load_config(None, overrides)
     module = build_module(cfg, _FakeTokenizer(vocab), {"kind": "bpe"})
     trainer = build_trainer(cfg, Path("/tmp/gptkit-bench"))
-    data = torch.randint(0, vocab, (total * batch, n_ctx + 1), generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(data, batch_size=batch, shuffle=False, pin_memory=device.type == "cuda")
+    pin = device.type == "cuda"
+    if args.task == "race":
+        batches = [race_batch(vocab, batch, n_ctx, seed) for seed in range(total)]
+        loader = DataLoader(batches, batch_size=None, shuffle=False, pin_memory=pin)
+    else:
+        data = torch.randint(0, vocab, (total * batch, n_ctx + 1), generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(data, batch_size=batch, shuffle=False, pin_memory=pin)
 
     marks: dict[str, float] = {}
 
@@ -115,7 +150,7 @@ def bench_gptkit(args, size, device) -> dict:
     steady = marks["end"] - marks[f"start{args.warmup}"]
     return {
         "name": "gptkit fit",
-        "tokens_per_s": args.steps * batch * n_ctx / steady,
+        "tokens_per_s": args.steps * tokens_per_step(args, size) / steady,
         "first_steps_s": round(marks[f"start{args.warmup}"] - marks["start0"], 2),  # includes torch.compile
         "fused_adamw": bool(trainer.optimizers[0].defaults.get("fused")),
         "wall_s": round(wall, 1),
@@ -176,28 +211,43 @@ def bench_hf(args, size, device, autocast: bool, compile_: bool) -> dict:
     config = transformers.OpenAIGPTConfig(vocab_size=vocab, n_positions=n_ctx, n_embd=n_embd, n_layer=n_layer,
                                           n_head=n_head)
     torch.manual_seed(0)
-    model = transformers.OpenAIGPTLMHeadModel(config).to(device).train()
+    race = args.task == "race"
+    head = transformers.OpenAIGPTDoubleHeadsModel if race else transformers.OpenAIGPTLMHeadModel
+    model = head(config).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     step_model = torch.compile(model) if compile_ else model
-    x = torch.randint(0, vocab, (batch, n_ctx), device=device)
     dtype = torch.bfloat16 if autocast else torch.float32
+    if race:
+        b = {k: v.to(device) for k, v in race_batch(vocab, batch, n_ctx, 0).items()}
+
+        def loss_fn():
+            out = step_model(input_ids=b["input_ids"], mc_token_ids=b["extract_pos"], labels=b["input_ids"],
+                             mc_labels=b["labels"])
+            return out.mc_loss + 0.5 * out.loss
+    else:
+        x = torch.randint(0, vocab, (batch, n_ctx), device=device)
+
+        def loss_fn():
+            return step_model(input_ids=x, labels=x).loss
 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=autocast):
-            loss = step_model(input_ids=x, labels=x).loss
+            loss = loss_fn()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     name = "transformers " + ("bf16" if autocast else "fp32") + (" + compile" if compile_ else "")
-    return _time_loop(args, device, step, name, batch * n_ctx)
+    return _time_loop(args, device, step, name, tokens_per_step(args, size))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--size", choices=SIZES, default=None, help="default: paper on CUDA, small on CPU")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--task", choices=["lm", "race"], default="lm",
+                   help="lm: a pretraining step; race: a RACE-shaped fine-tuning step (4 candidates per example)")
+    p.add_argument("--batch-size", type=int, default=None, help="sequences (lm) or examples (race)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--precision", default=None, help="gptkit trainer.precision (default: its own default)")
@@ -210,6 +260,8 @@ def main() -> None:
 
     device = torch.device(args.device)
     size = list(SIZES[args.size or ("paper" if device.type == "cuda" else "small")])
+    if args.task == "race":
+        size[-1] = 16 if device.type == "cuda" else 4
     if args.batch_size:
         size[-1] = args.batch_size
     size = tuple(size)
@@ -217,6 +269,8 @@ def main() -> None:
 
     results = [bench_gptkit(args, size, device)]
     flops_per_token = results[0]["flops_per_token"]
+    if args.bare and args.task == "race":
+        p.error("--bare times the pretraining loss only; leave it out with --task race")
     if args.bare:
         results.append(bench_plain(args, size, device))
     for v in hf_variants:
@@ -231,6 +285,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "task": args.task,
         "size": dict(zip(["n_layer", "n_head", "n_embd", "n_ctx", "vocab", "batch"], size)),
         "peak_tflops": peak / 1e12 if peak else None,
     }
