@@ -182,3 +182,27 @@ def test_cuda_and_in_place_loss_kernels_agree():
     assert torch.allclose(loss, reference, atol=1e-5) and torch.allclose(loss_inplace, reference, atol=1e-5)
     assert torch.allclose(grad, grad_inplace, atol=1e-7)
     assert torch.all(grad_inplace[:, 64:] == 0) and torch.all(grad_inplace[1] == 0)
+
+
+def test_cuda_code_path_of_the_fused_loss_on_cpu(monkeypatch):
+    """What runs on CUDA, as far as a CPU can run it: the compiled kernel (traced by the same graph
+    capture, ``aot_eager`` so no C++ build is needed) and fresh logits blocks instead of a workspace."""
+    pytest.importorskip("torch._dynamo")
+    import gptkit.model as model_module
+
+    compiled = torch.compile(_cross_entropy_and_grad, dynamic=True, backend="aot_eager")
+    monkeypatch.setattr(model_module, "_ce_kernel", lambda device: compiled)
+    monkeypatch.setattr(model_module, "_workspace", lambda numel, dtype, device: None)
+    torch.manual_seed(0)
+    model = GPT(CFG).eval()
+    x = torch.randint(0, CFG.vocab_size, (3, 32))
+    targets = x.roll(-1, 1)
+    targets[:, -1] = -100
+    plain = lm_loss(model, model(x), targets, per_sequence=True)
+    g_plain = grads(model, plain)
+    for chunk in (7, 8192):
+        fused = lm_loss(model, model(x), targets, per_sequence=True, chunk_size=chunk)
+        g_fused = grads(model, fused)
+        assert torch.allclose(plain, fused, atol=1e-6)
+        for name, g in g_plain.items():
+            assert torch.allclose(g, g_fused[name], atol=1e-6), name
