@@ -8,6 +8,7 @@ import time
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ThroughputMonitor
+from pytorch_lightning.trainer.states import RunningStage
 
 
 def _batch_size(batch) -> int:
@@ -37,7 +38,18 @@ def peak_flops(device: torch.device, dtype) -> float | None:
 
 
 class _Throughput(ThroughputMonitor):
-    """Lightning's ThroughputMonitor with the dense peak of :func:`peak_flops` for MFU."""
+    """Lightning's ThroughputMonitor, reading the clock only when it logs, with dense Hopper peaks.
+
+    Lightning's monitor synchronises CUDA after every training batch so that its clock is right. That
+    stall leaves the GPU idle while the host prepares the next batch, every batch. This one counts
+    every batch but synchronises and reads the clock only on the batches whose metrics are logged
+    (every ``trainer.log_every_n_steps`` updates), after the first batch (so compilation is left out)
+    and before each validation (so validation time is left out). Rates are over the last interval.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(window_size=2, **kwargs)  # two clock readings: the last logging interval
+        self._pending_flops: dict = {}
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -48,15 +60,47 @@ class _Throughput(ThroughputMonitor):
         for throughput in self._throughputs.values():
             throughput.available_flops = self.available_flops
 
+    def _start(self, trainer) -> None:
+        super()._start(trainer)
+        self._pending_flops[trainer.state.stage] = 0.0
+
+    def _update(self, trainer, pl_module, batch, iter_num: int) -> None:
+        stage = trainer.state.stage
+        self._lengths[stage] += self.length_fn(batch)
+        self._samples[stage] += self.batch_size_fn(batch)
+        self._batches[stage] += 1
+        self._pending_flops[stage] = self._pending_flops.get(stage, 0.0) + (pl_module.flops_per_batch or 0.0)
+        logging_now = trainer._logger_connector.should_update_logs and not trainer.fit_loop._should_accumulate()
+        if stage != RunningStage.TRAINING or self._batches[stage] == 1 or logging_now:
+            self._read_clock(trainer, stage)
+
+    def _read_clock(self, trainer, stage) -> None:
+        """Add a (time, batches, samples, tokens, FLOPs since the last reading) point, once the device is done."""
+        throughput = self._throughputs[stage]
+        if throughput._batches and throughput._batches[-1] == self._batches[stage]:
+            return  # nothing new since the last reading
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        throughput.update(
+            time=time.perf_counter() - self._t0s[stage], batches=self._batches[stage],
+            samples=self._samples[stage], lengths=self._lengths[stage], flops=self._pending_flops[stage],
+        )
+        self._pending_flops[stage] = 0.0
+
+    def on_validation_start(self, trainer, *args) -> None:
+        if not trainer.sanity_checking and RunningStage.TRAINING in self._throughputs and trainer.is_global_zero:
+            self._read_clock(trainer, RunningStage.TRAINING)  # training time ends here, not at the last log
+        super().on_validation_start(trainer, *args)
+
 
 def throughput_monitor() -> ThroughputMonitor:
-    """Lightning's ThroughputMonitor counting tokens; FLOPs come from the module's ``flops_per_batch``.
+    """gptkit's ThroughputMonitor counting tokens; FLOPs come from the module's ``flops_per_batch``.
 
-    It logs ``train/device/items_per_sec`` (tokens/s per device), ``train/device/mfu`` where Lightning
-    knows the device's peak FLOP/s, and the same summed over devices (``train/items_per_sec``...),
-    averaged over a window of 20 batches.
+    It logs ``train/device/items_per_sec`` (tokens/s per device), ``train/device/mfu`` where the
+    device's peak FLOP/s is known, and the same summed over devices (``train/items_per_sec``...), each
+    over the last ``trainer.log_every_n_steps`` updates.
     """
-    return _Throughput(batch_size_fn=_batch_size, length_fn=_batch_tokens, window_size=20)
+    return _Throughput(batch_size_fn=_batch_size, length_fn=_batch_tokens)
 
 
 class PlainProgress(pl.Callback):

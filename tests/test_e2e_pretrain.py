@@ -3,6 +3,7 @@
 import glob
 
 import pytest
+import torch
 from conftest import NEWS, REPO, TINY, run_cli
 
 QUICK = str(REPO / "recipes" / "quickstart" / "pretrain.yaml")
@@ -45,6 +46,13 @@ def test_fit_learns_real_text(trained):
     assert (run_dir / "config.yaml").is_file() and "n_embd: 64" in (run_dir / "config.yaml").read_text()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "tokenised" in out.stderr and "step 80/80" in out.stderr  # plain progress lines off a terminal
+    # throughput: logged at every logging step, over each interval (FLOPs of all its batches, not one)
+    tokens, flops = scalars(run_dir, "train/device/items_per_sec"), scalars(run_dir, "train/device/flops_per_sec")
+    assert [s for s, _ in tokens] == [9, 19, 29, 39, 49, 59, 69, 79] == [s for s, _ in flops]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    n_params = sum(v.numel() for k, v in state.items() if "positions_embed" not in k)
+    for (_, t), (_, f) in zip(tokens, flops):
+        assert t > 0 and 6 * n_params < f / t < 9 * n_params
 
 
 def test_generate_from_checkpoint(trained):

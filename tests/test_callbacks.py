@@ -1,0 +1,57 @@
+"""gptkit's ThroughputMonitor: every batch counted, the clock read only when metrics are logged."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import RunningStage
+from torch.utils.data import DataLoader
+
+from gptkit.callbacks import _Throughput, throughput_monitor
+
+
+class TinyLM(pl.LightningModule):
+    flops_per_batch = 1000.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 8)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[:, :-1].float()).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self.layer(batch[:, :-1].float()).pow(2).mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_clock_is_read_only_when_logging(tmp_path, monkeypatch):
+    readings = []
+    original = _Throughput._read_clock
+
+    def spy(self, trainer, stage):
+        if stage == RunningStage.TRAINING:
+            readings.append(self._batches[stage])
+        original(self, trainer, stage)
+
+    monkeypatch.setattr(_Throughput, "_read_clock", spy)
+    monitor = throughput_monitor()
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=40, log_every_n_steps=10, val_check_interval=25,
+        limit_val_batches=2, num_sanity_val_steps=1, callbacks=[monitor], default_root_dir=tmp_path,
+        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+    )
+    data = torch.randint(0, 100, (40 * 4, 9))
+    trainer.fit(TinyLM(), DataLoader(data, batch_size=4), DataLoader(data[:8], batch_size=4))
+
+    # after the first batch, at every logging step, and before the validation at batch 25
+    assert readings == [1, 10, 20, 25, 30, 40]
+    training = monitor._throughputs[RunningStage.TRAINING]
+    assert list(training._batches) == [30, 40] and list(training._samples) == [120, 160]
+    assert list(training._lengths) == [120 * 8, 160 * 8]  # tokens: block length minus the target
+    assert training._flops[-1] == 10 * 1000.0  # FLOPs of the 10 batches since the last reading
+    logged = trainer.logged_metrics
+    assert logged["train/device/items_per_sec"] > 0
+    ratio = float(logged["train/device/flops_per_sec"]) / float(logged["train/device/items_per_sec"])
+    assert ratio == pytest.approx(1000.0 / (4 * 8))
