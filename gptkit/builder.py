@@ -258,9 +258,9 @@ def default_precision(cfg: DictConfig) -> str:
 
 
 def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], bool]:
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from gptkit.callbacks import PlainProgress, throughput_monitor
+    from gptkit.callbacks import PlainProgress, RichProgress, throughput_monitor
     from gptkit.reliability import Preemption, RNGState
 
     c = cfg.checkpoint
@@ -281,7 +281,7 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
     if progress == "auto":
         progress = "rich" if sys.stderr.isatty() else "plain"
     if progress == "rich":
-        callbacks.append(RichProgressBar())
+        callbacks.append(RichProgress())
     elif progress == "plain":
         callbacks.append(PlainProgress(every=cfg.trainer.log_every_n_steps))
     return callbacks, progress == "rich"

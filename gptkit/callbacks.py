@@ -7,7 +7,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ThroughputMonitor
+from pytorch_lightning.callbacks import RichProgressBar, ThroughputMonitor
 from pytorch_lightning.trainer.states import RunningStage
 
 
@@ -145,3 +145,25 @@ class PlainProgress(pl.Callback):
             return
         line = self._fmt(trainer.callback_metrics, ("val/",))
         self._write(trainer, f"validation at step {trainer.global_step}: {line}")
+
+
+class RichProgress(RichProgressBar):
+    """Lightning's rich progress bar, with its metrics refreshed only when they are logged.
+
+    The stock bar reads the logged values (``.item()``) after every batch, which waits for the GPU to
+    finish everything queued; this one moves the bar every batch and re-reads the values every
+    ``trainer.log_every_n_steps`` updates, after each validation and at the end of each epoch.
+    """
+
+    _read_metrics = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._read_metrics = trainer._logger_connector.should_update_logs
+        try:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        finally:
+            self._read_metrics = True
+
+    def _update_metrics(self, trainer, pl_module) -> None:
+        if self._read_metrics:
+            super()._update_metrics(trainer, pl_module)

@@ -6,7 +6,7 @@ import torch
 from pytorch_lightning.trainer.states import RunningStage
 from torch.utils.data import DataLoader
 
-from gptkit.callbacks import _Throughput, throughput_monitor
+from gptkit.callbacks import RichProgress, _Throughput, throughput_monitor
 
 
 class TinyLM(pl.LightningModule):
@@ -55,3 +55,15 @@ def test_clock_is_read_only_when_logging(tmp_path, monkeypatch):
     assert logged["train/device/items_per_sec"] > 0
     ratio = float(logged["train/device/flops_per_sec"]) / float(logged["train/device/items_per_sec"])
     assert ratio == pytest.approx(1000.0 / (4 * 8))
+
+
+def test_rich_progress_reads_metrics_only_when_logging(tmp_path, monkeypatch):
+    reads = []
+    monkeypatch.setattr(RichProgress, "get_metrics", lambda self, trainer, module: reads.append(trainer.global_step) or {})
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=30, log_every_n_steps=10, limit_val_batches=0,
+        callbacks=[RichProgress()], default_root_dir=tmp_path, enable_checkpointing=False,
+        enable_model_summary=False, logger=False,
+    )
+    trainer.fit(TinyLM(), DataLoader(torch.randint(0, 100, (30 * 4, 9)), batch_size=4))
+    assert reads[:3] == [10, 20, 30] and len(reads) <= 4  # not once per batch (30); then at the epoch end
