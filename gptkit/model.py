@@ -47,14 +47,14 @@ class GPTConfig:
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout: zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``.
 
-    On CUDA, and inside ``torch.compile``, this is ``F.dropout``. Elsewhere the keep-mask is a float32
-    uniform draw compared with ``p``: PyTorch's CPU dropout samples its mask with a serial Bernoulli
+    On a CPU in eager mode the keep-mask is a float32 uniform draw compared with ``p``: PyTorch's CPU dropout samples its mask with a serial Bernoulli
     sampler that costs 2.3x as long as the uniform draw, and dropout is about 8% of a small model's
-    CPU training step. The mask has the same distribution (to float32's 2^-24 resolution).
+    CPU training step. The mask has the same distribution (to float32's 2^-24 resolution). Elsewhere
+    (CUDA, other accelerators, inside ``torch.compile``) this is ``F.dropout``.
     """
     if not training or p == 0:
         return x
-    if x.device.type == "cuda" or p >= 1 or torch.compiler.is_compiling():
+    if x.device.type != "cpu" or p >= 1 or torch.compiler.is_compiling():
         return F.dropout(x, p, True)
     keep = torch.rand(x.shape, device=x.device) >= p
     return x * keep.to(x.dtype).mul_(1 / (1 - p))
@@ -70,7 +70,7 @@ class Dropout(nn.Dropout):
 def causal_attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
     """``softmax(q k^T / sqrt(d) + causal mask)``, then :func:`dropout`, times ``v``: the textbook path.
 
-    Used for training off CUDA: there SDPA has no fused kernel that does dropout, and its math
+    Used for training on a CPU: there SDPA has no fused kernel that does dropout, and its math
     fallback draws the mask with the slow Bernoulli sampler (see :func:`dropout`).
     """
     T = q.size(-2)
@@ -83,7 +83,7 @@ class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention through ``scaled_dot_product_attention``.
 
     SDPA scales scores by 1/sqrt(head_dim), as the paper does, and picks the flash or
-    memory-efficient kernel when the device and dtype allow. Training off CUDA takes
+    memory-efficient kernel when the device and dtype allow. Training on a CPU takes
     :func:`causal_attention_with_dropout` instead, which is 1.2x faster there.
     """
 
@@ -100,7 +100,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         p = self.attn_pdrop if self.training else 0.0
-        if attn_mask is None and p and q.device.type != "cuda" and not torch.compiler.is_compiling():
+        if attn_mask is None and p and q.device.type == "cpu" and not torch.compiler.is_compiling():
             y = causal_attention_with_dropout(q, k, v, p)
         elif attn_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
@@ -318,13 +318,13 @@ _workspaces: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
 
 def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
-    """A flat buffer for a chunk's logits, kept between steps; None on CUDA.
+    """A flat buffer for a chunk's logits, kept between steps on a CPU; None elsewhere.
 
     A CPU allocator hands a block this large (60 MB to 250 MB) back to the OS when it is freed, so a
     fresh one each step is paid again in page faults: 15% of the fused loss on a 2-core CPU. CUDA's
     caching allocator already reuses the block.
     """
-    if device.type == "cuda":
+    if device.type != "cpu":
         return None
     buffer = _workspaces.get((device, dtype))
     if buffer is None or buffer.numel() < numel:
@@ -359,9 +359,9 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     (40,481) the ``[rows, vocab]`` blocks would be misaligned and cuBLAS falls back to kernels about
     5x slower on Hopper (MKL's product is 20% slower too). Padded columns are masked out of the softmax.
 
-    On CUDA the softmax/gradient step is a compiled kernel. Elsewhere it runs eagerly in place on a
-    logits block kept between steps (:func:`_workspace`), which is what makes this faster than the
-    plain loss on a CPU as well.
+    On CUDA the softmax/gradient step is a compiled kernel. Elsewhere it runs eagerly in place, on a
+    CPU on a logits block kept between steps (:func:`_workspace`), which is what makes this faster
+    than the plain loss on a CPU as well.
     """
 
     @staticmethod
