@@ -322,7 +322,8 @@ def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Te
 
     A CPU allocator hands a block this large (60 MB to 250 MB) back to the OS when it is freed, so a
     fresh one each step is paid again in page faults: 15% of the fused loss on a 2-core CPU. CUDA's
-    caching allocator already reuses the block.
+    caching allocator already reuses the block. One loss at a time per process uses it (as training
+    does); two threads computing the fused loss at once would share it.
     """
     if device.type != "cpu":
         return None
