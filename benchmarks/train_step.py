@@ -258,6 +258,8 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
 
+    if args.bare and args.task == "race":
+        p.error("--bare times the pretraining loss only; leave it out with --task race")
     device = torch.device(args.device)
     size = list(SIZES[args.size or ("paper" if device.type == "cuda" else "small")])
     if args.task == "race":
@@ -269,8 +271,6 @@ def main() -> None:
 
     results = [bench_gptkit(args, size, device)]
     flops_per_token = results[0]["flops_per_token"]
-    if args.bare and args.task == "race":
-        p.error("--bare times the pretraining loss only; leave it out with --task race")
     if args.bare:
         results.append(bench_plain(args, size, device))
     for v in hf_variants:

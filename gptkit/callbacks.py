@@ -62,14 +62,16 @@ class _Throughput(ThroughputMonitor):
 
     def _start(self, trainer) -> None:
         super()._start(trainer)
-        self._pending_flops[trainer.state.stage] = 0.0
+        self._pending_flops.pop(trainer.state.stage, None)
 
     def _update(self, trainer, pl_module, batch, iter_num: int) -> None:
         stage = trainer.state.stage
         self._lengths[stage] += self.length_fn(batch)
         self._samples[stage] += self.batch_size_fn(batch)
         self._batches[stage] += 1
-        self._pending_flops[stage] = self._pending_flops.get(stage, 0.0) + (pl_module.flops_per_batch or 0.0)
+        flops = getattr(pl_module, "flops_per_batch", None)
+        if flops is not None:
+            self._pending_flops[stage] = self._pending_flops.get(stage, 0.0) + flops
         logging_now = trainer._logger_connector.should_update_logs and not trainer.fit_loop._should_accumulate()
         if stage != RunningStage.TRAINING or self._batches[stage] == 1 or logging_now:
             self._read_clock(trainer, stage)
@@ -83,9 +85,8 @@ class _Throughput(ThroughputMonitor):
             torch.cuda.synchronize()
         throughput.update(
             time=time.perf_counter() - self._t0s[stage], batches=self._batches[stage],
-            samples=self._samples[stage], lengths=self._lengths[stage], flops=self._pending_flops[stage],
+            samples=self._samples[stage], lengths=self._lengths[stage], flops=self._pending_flops.pop(stage, None),
         )
-        self._pending_flops[stage] = 0.0
 
     def on_validation_start(self, trainer, *args) -> None:
         if not trainer.sanity_checking and RunningStage.TRAINING in self._throughputs and trainer.is_global_zero:

@@ -329,7 +329,8 @@ def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Te
         return None
     buffer = _workspaces.get((device, dtype))
     if buffer is None or buffer.numel() < numel:
-        buffer = _workspaces[(device, dtype)] = torch.empty(numel, dtype=dtype, device=device)
+        with torch.inference_mode(False):  # a normal tensor even if the first call is under inference mode
+            buffer = _workspaces[(device, dtype)] = torch.empty(numel, dtype=dtype, device=device)
     return buffer[:numel]
 
 
@@ -398,5 +399,5 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output):
         d_hidden, d_weight = ctx.saved_tensors
         d_weight = (d_weight * grad_output).to(ctx.weight_dtype)
-        d_hidden = (d_hidden * grad_output.to(d_hidden.dtype)).to(ctx.hidden_dtype)
+        d_hidden = d_hidden.to(ctx.hidden_dtype) * grad_output  # upcast first: a loss scale overflows fp16
         return d_hidden, d_weight, None, None, None

@@ -18,7 +18,7 @@ from torchmetrics import MeanMetric
 
 from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
-from gptkit.optim import fused_adamw_available, make_optimizer, schedule_factor
+from gptkit.optim import choose_fused, make_optimizer, schedule_factor
 
 
 class NonFiniteLossError(GptkitError):
@@ -245,9 +245,8 @@ class GPTModule(pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.hparams.optim
-        fused = o.get("fused")
-        if fused is None:
-            fused = fused_adamw_available(self.device)
+        fused = choose_fused(o.get("fused"), self.device, getattr(self.trainer.precision_plugin, "scaler", None)
+                             is not None, bool(self.trainer.gradient_clip_val))
         optimizer = make_optimizer(self, o["lr"], o["weight_decay"], o["betas"], o["eps"], fused)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = o["warmup_steps"] if o.get("warmup_ratio") is None else math.ceil(o["warmup_ratio"] * total)

@@ -41,5 +41,25 @@ def fused_adamw_available(device: torch.device) -> bool:
     return device.type == "cpu" and (major, minor) >= (2, 4)
 
 
+def choose_fused(requested: bool | None, device: torch.device, grad_scaler: bool, clipping: bool) -> bool:
+    """``optim.fused`` resolved: null means on where available, except with a GradScaler and clipping.
+
+    With ``16-mixed`` precision Lightning unscales gradients before clipping them, which fused AdamW
+    does not allow (it unscales inside its own step), so the two cannot be combined.
+    """
+    conflict = grad_scaler and clipping
+    if requested is None:
+        return fused_adamw_available(device) and not conflict
+    if requested and conflict:
+        from gptkit.errors import GptkitError
+
+        raise GptkitError(
+            "optim.fused=true cannot be combined with trainer.precision=16-mixed and trainer.gradient_clip_val: "
+            "fused AdamW unscales the gradients inside its step, so they cannot be clipped before it. "
+            "Set optim.fused=null (or false), use trainer.precision=bf16-mixed, or set trainer.gradient_clip_val=null"
+        )
+    return requested
+
+
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas, eps: float, fused: bool):
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, fused=fused)

@@ -206,3 +206,33 @@ def test_cuda_code_path_of_the_fused_loss_on_cpu(monkeypatch):
         assert torch.allclose(plain, fused, atol=1e-6)
         for name, g in g_plain.items():
             assert torch.allclose(g, g_fused[name], atol=1e-6), name
+
+
+def test_fused_loss_trains_after_an_inference_mode_call(monkeypatch):
+    """The CPU logits block made under inference mode (validate, test) must not break training."""
+    import gptkit.model as model_module
+
+    monkeypatch.setattr(model_module, "_workspaces", {})
+    torch.manual_seed(0)
+    model = GPT(CFG).eval()
+    x = torch.randint(0, CFG.vocab_size, (2, 16))
+    with torch.inference_mode():
+        evaluated = lm_loss(model, model(x), x, chunk_size=8)
+    trained = lm_loss(model, model(x), x, chunk_size=8)
+    trained.backward()
+    assert torch.allclose(evaluated, trained.detach(), atol=1e-6)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_fused_loss_takes_an_fp16_loss_scale():
+    """GradScaler's first scale (65536) is above fp16's range; the upstream gradient is applied in float32."""
+    torch.manual_seed(0)
+    model = GPT(CFG).eval()
+    x = torch.randint(0, CFG.vocab_size, (2, 16))
+    reference = grads(model, lm_loss(model, model(x), x, chunk_size=8))
+    with torch.autocast("cpu", dtype=torch.float16):  # fp16 products inside the fused loss
+        loss = lm_loss(model, model(x), x, chunk_size=8)
+    scaled = grads(model, 65536.0 * loss)
+    for name, g in reference.items():
+        assert torch.isfinite(scaled[name]).all(), name
+        assert torch.allclose(scaled[name] / 65536.0, g, rtol=5e-2, atol=5e-2 * g.abs().max().item()), name

@@ -37,3 +37,17 @@ def test_adamw_is_decoupled():
     p.grad = torch.zeros(3)
     opt.step()
     assert torch.allclose(p.detach(), torch.full((3,), 1 - 0.1 * 0.01))
+
+
+def test_fused_adamw_is_left_off_with_a_grad_scaler_and_clipping():
+    from gptkit.errors import GptkitError
+    from gptkit.optim import choose_fused, fused_adamw_available
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_fused(None, cuda, grad_scaler=False, clipping=True) is True
+    assert choose_fused(None, cuda, grad_scaler=True, clipping=False) is True
+    assert choose_fused(None, cuda, grad_scaler=True, clipping=True) is False  # Lightning would refuse to clip
+    assert choose_fused(None, cpu, grad_scaler=False, clipping=True) is fused_adamw_available(cpu)
+    assert choose_fused(False, cuda, grad_scaler=False, clipping=False) is False
+    with pytest.raises(GptkitError, match="optim.fused=true cannot be combined"):
+        choose_fused(True, cuda, grad_scaler=True, clipping=True)
