@@ -5,7 +5,8 @@ batch shape in one process, after warm-up steps, and is timed with the device sy
 
 * ``gptkit``: the module, Trainer and callbacks that ``gptkit fit`` builds (``builder.build_module`` +
   ``builder.build_trainer``), with the paper's dropout, AdamW with decoupled decay and the LR schedule;
-  on CUDA its defaults: bf16-mixed, SDPA, fused AdamW, torch.compile, chunked LM loss.
+  its defaults: on CUDA bf16-mixed, SDPA, fused AdamW, torch.compile, the chunked LM loss; on a CPU
+  float32, the in-place chunked LM loss, fused AdamW, and the CPU dropout and attention paths.
 * ``hf``: ``transformers.OpenAIGPTLMHeadModel`` with the same sizes in a plain PyTorch loop (no
   Lightning overhead), ``torch.optim.AdamW``; variants fp32, bf16 autocast, bf16 + torch.compile.
 
