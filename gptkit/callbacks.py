@@ -43,8 +43,9 @@ class _Throughput(ThroughputMonitor):
     Lightning's monitor synchronises CUDA after every training batch so that its clock is right. That
     stall leaves the GPU idle while the host prepares the next batch, every batch. This one counts
     every batch but synchronises and reads the clock only on the batches whose metrics are logged
-    (every ``trainer.log_every_n_steps`` updates), after the first batch (so compilation is left out)
-    and before each validation (so validation time is left out). Rates are over the last interval.
+    (every ``trainer.log_every_n_steps`` updates), after the first batch (so compilation is left out;
+    its time is logged as ``train/first_update_s``) and before each validation (so validation time is
+    left out). Rates are over the last interval.
     """
 
     def __init__(self, **kwargs) -> None:
@@ -73,8 +74,12 @@ class _Throughput(ThroughputMonitor):
         if flops is not None:
             self._pending_flops[stage] = self._pending_flops.get(stage, 0.0) + flops
         logging_now = trainer._logger_connector.should_update_logs and not trainer.fit_loop._should_accumulate()
-        if stage != RunningStage.TRAINING or self._batches[stage] == 1 or logging_now:
+        first = stage == RunningStage.TRAINING and self._batches[stage] == 1
+        if stage != RunningStage.TRAINING or first or logging_now:
             self._read_clock(trainer, stage)
+        if first:  # compilation and warm-up, reported apart from the steady-state rates
+            first_update_s = self._throughputs[stage]._time[-1]
+            trainer._logger_connector.log_metrics({"train/first_update_s": first_update_s}, step=iter_num)
 
     def _read_clock(self, trainer, stage) -> None:
         """Add a (time, batches, samples, tokens, FLOPs since the last reading) point, once the device is done."""
@@ -125,6 +130,11 @@ class PlainProgress(pl.Callback):
         return "  ".join(parts)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        first = trainer.logged_metrics.get("train/first_update_s")
+        if first is not None and not getattr(self, "_told_first", False):
+            self._told_first = True
+            self._write(trainer, f"first update: {float(first):.1f}s (torch.compile and warm-up; "
+                                 "tokens/s leaves it out)")
         step = trainer.global_step
         if step % self.every or getattr(self, "_last", None) == step:
             return

@@ -52,7 +52,7 @@ def test_clock_is_read_only_when_logging(tmp_path, monkeypatch):
     assert list(training._lengths) == [120 * 8, 160 * 8]  # tokens: block length minus the target
     assert training._flops[-1] == 10 * 1000.0  # FLOPs of the 10 batches since the last reading
     logged = trainer.logged_metrics
-    assert logged["train/device/items_per_sec"] > 0
+    assert logged["train/device/items_per_sec"] > 0 and logged["train/first_update_s"] > 0
     ratio = float(logged["train/device/flops_per_sec"]) / float(logged["train/device/items_per_sec"])
     assert ratio == pytest.approx(1000.0 / (4 * 8))
 

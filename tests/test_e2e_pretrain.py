@@ -53,6 +53,7 @@ def test_fit_learns_real_text(trained):
     n_params = sum(v.numel() for k, v in state.items() if "positions_embed" not in k)
     for (_, t), (_, f) in zip(tokens, flops):
         assert t > 0 and 6 * n_params < f / t < 9 * n_params
+    assert len(scalars(run_dir, "train/first_update_s")) == 1 and "first update: " in out.stderr
 
 
 def test_generate_from_checkpoint(trained):
