@@ -79,7 +79,8 @@ class _Throughput(ThroughputMonitor):
             self._read_clock(trainer, stage)
         if first:  # compilation and warm-up, reported apart from the steady-state rates
             first_update_s = self._throughputs[stage]._time[-1]
-            trainer._logger_connector.log_metrics({"train/first_update_s": first_update_s}, step=iter_num)
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step other train metrics use
+            trainer._logger_connector.log_metrics({"train/first_update_s": first_update_s}, step=step)
 
     def _read_clock(self, trainer, stage) -> None:
         """Add a (time, batches, samples, tokens, FLOPs since the last reading) point, once the device is done."""
@@ -130,8 +131,8 @@ class PlainProgress(pl.Callback):
         return "  ".join(parts)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        first = trainer.logged_metrics.get("train/first_update_s")
-        if first is not None and not getattr(self, "_told_first", False):
+        first = None if getattr(self, "_told_first", False) else trainer.logged_metrics.get("train/first_update_s")
+        if first is not None:
             self._told_first = True
             self._write(trainer, f"first update: {float(first):.1f}s (torch.compile and warm-up; "
                                  "tokens/s leaves it out)")
@@ -161,10 +162,19 @@ class PlainProgress(pl.Callback):
 class RichProgress(RichProgressBar):
     """Lightning's rich progress bar, with its metrics refreshed only when they are logged.
 
-    The stock bar reads the logged values (``.item()``) after every batch, which waits for the GPU to
-    finish everything queued; this one moves the bar every batch and re-reads the values every
-    ``trainer.log_every_n_steps`` updates, after each validation and at the end of each epoch.
+    Reading a value (``.item()``) waits for the GPU to finish everything queued, so this bar moves
+    every batch but reads the values every ``trainer.log_every_n_steps`` updates, after each
+    validation and at the end of each epoch. The training losses are not logged with ``prog_bar``
+    (Lightning would read those after every batch); the bar takes them from the callback metrics.
     """
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        for key in ("train/loss", "train/task_loss"):
+            value = trainer.callback_metrics.get(key)
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                metrics[key] = value.item()
+        return metrics
 
     _read_metrics = True
 

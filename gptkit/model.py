@@ -376,6 +376,10 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         w = F.pad(weight.to(dtype), (0, 0, 0, -n_vocab % 64))  # [vocab padded to 64, C], one copy per step
         rows = min(chunk_size, hidden.size(0))
         block = _workspace(rows * w.size(0), dtype, device)
+        # Row weights are about 1 / tokens; scaled so the largest is 1 (a power of two: exact), the
+        # gradient block stays well inside fp16's range instead of underflowing to zero in 16-mixed.
+        unit = torch.exp2(torch.ceil(torch.log2(weights.max().float().clamp_min(1e-30))))
+        weights = weights / unit
         loss = torch.zeros((), device=device, dtype=torch.float32)
         d_hidden = torch.empty(hidden.shape, device=device, dtype=dtype) if need_grad else None
         d_weight = torch.zeros(w.shape, device=device, dtype=torch.float32) if need_grad else None
@@ -392,12 +396,11 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 else:
                     d_weight += (grad.t() @ h).float()
         ctx.hidden_dtype, ctx.weight_dtype = hidden.dtype, weight.dtype
-        ctx.save_for_backward(d_hidden, d_weight[:n_vocab] if need_grad else None)
-        return loss
+        ctx.save_for_backward(d_hidden, d_weight[:n_vocab] if need_grad else None, unit)
+        return loss * unit
 
     @staticmethod
     def backward(ctx, grad_output):
-        d_hidden, d_weight = ctx.saved_tensors
-        d_weight = (d_weight * grad_output).to(ctx.weight_dtype)
-        d_hidden = d_hidden.to(ctx.hidden_dtype) * grad_output  # upcast first: a loss scale overflows fp16
-        return d_hidden, d_weight, None, None, None
+        d_hidden, d_weight, unit = ctx.saved_tensors
+        scale = grad_output * unit  # in float32: a loss scale (65536) would overflow fp16
+        return (d_hidden.float() * scale).to(ctx.hidden_dtype), (d_weight * scale).to(ctx.weight_dtype), None, None, None

@@ -144,8 +144,10 @@ class GPTModule(pl.LightningModule):
         else:
             self._raise_if_nonfinite()
             self._pending_loss = (loss.detach(), update)
-        # sync_dist: under DDP the logged loss is the whole global batch's, as in a single-process run
-        self.log_dict(logs, prog_bar=True, batch_size=n_tokens, sync_dist=True)
+        # sync_dist: under DDP the logged loss is the whole global batch's, as in a single-process run.
+        # Not prog_bar: Lightning turns progress-bar values into numbers after every batch, a GPU wait;
+        # RichProgress shows them from the callback metrics when it refreshes.
+        self.log_dict(logs, batch_size=n_tokens, sync_dist=True)
         return loss
 
     def _all_finite(self, loss: torch.Tensor) -> bool:

@@ -17,7 +17,9 @@ class TinyLM(pl.LightningModule):
         self.layer = torch.nn.Linear(8, 8)
 
     def training_step(self, batch, batch_idx):
-        return self.layer(batch[:, :-1].float()).pow(2).mean()
+        loss = self.layer(batch[:, :-1].float()).pow(2).mean()
+        self.log("train/loss", loss)  # as GPTModule does: not prog_bar
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self.log("val/loss", self.layer(batch[:, :-1].float()).pow(2).mean())
@@ -67,3 +69,16 @@ def test_rich_progress_reads_metrics_only_when_logging(tmp_path, monkeypatch):
     )
     trainer.fit(TinyLM(), DataLoader(torch.randint(0, 100, (30 * 4, 9)), batch_size=4))
     assert reads[:3] == [10, 20, 30] and len(reads) <= 4  # not once per batch (30); then at the epoch end
+
+
+def test_rich_progress_shows_the_training_loss_without_prog_bar(tmp_path):
+    bar = RichProgress()
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=5, log_every_n_steps=1, limit_val_batches=0,
+        callbacks=[bar], default_root_dir=tmp_path, enable_checkpointing=False,
+        enable_model_summary=False, logger=False,
+    )
+    module = TinyLM()
+    trainer.fit(module, DataLoader(torch.randint(0, 100, (5 * 4, 9)), batch_size=4))
+    assert "train/loss" not in trainer.progress_bar_metrics
+    assert isinstance(bar.get_metrics(trainer, module)["train/loss"], float)
