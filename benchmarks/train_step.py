@@ -249,6 +249,7 @@ def main() -> None:
     p.add_argument("--task", choices=["lm", "race"], default="lm",
                    help="lm: a pretraining step; race: a RACE-shaped fine-tuning step (4 candidates per example)")
     p.add_argument("--batch-size", type=int, default=None, help="sequences (lm) or examples (race)")
+    p.add_argument("--vocab-size", type=int, default=None, help="override the size's vocabulary (40481: GPT-1's)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--precision", default=None, help="gptkit trainer.precision (default: its own default)")
@@ -267,6 +268,8 @@ def main() -> None:
         size[-1] = 16 if device.type == "cuda" else 4
     if args.batch_size:
         size[-1] = args.batch_size
+    if args.vocab_size:
+        size[4] = args.vocab_size
     size = tuple(size)
     hf_variants = (args.hf or ("fp32,bf16,bf16-compile" if device.type == "cuda" else "fp32")).split(",")
 
