@@ -131,11 +131,12 @@ class PlainProgress(pl.Callback):
         return "  ".join(parts)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        first = None if getattr(self, "_told_first", False) else trainer.logged_metrics.get("train/first_update_s")
-        if first is not None:
-            self._told_first = True
-            self._write(trainer, f"first update: {float(first):.1f}s (torch.compile and warm-up; "
-                                 "tokens/s leaves it out)")
+        if not getattr(self, "_seen_first", False):  # the throughput monitor logs it on the first batch
+            self._seen_first = True
+            first = trainer.logged_metrics.get("train/first_update_s")
+            if first is not None:
+                self._write(trainer, f"first update: {float(first):.1f}s (torch.compile and warm-up; "
+                                     "tokens/s leaves it out)")
         step = trainer.global_step
         if step % self.every or getattr(self, "_last", None) == step:
             return
@@ -168,6 +169,8 @@ class RichProgress(RichProgressBar):
     (Lightning would read those after every batch); the bar takes them from the callback metrics.
     """
 
+    _read_metrics = True
+
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
         for key in ("train/loss", "train/task_loss"):
@@ -175,8 +178,6 @@ class RichProgress(RichProgressBar):
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 metrics[key] = value.item()
         return metrics
-
-    _read_metrics = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._read_metrics = trainer._logger_connector.should_update_logs

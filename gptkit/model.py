@@ -47,10 +47,11 @@ class GPTConfig:
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout: zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``.
 
-    On a CPU in eager mode the keep-mask is a float32 uniform draw compared with ``p``: PyTorch's CPU dropout samples its mask with a serial Bernoulli
-    sampler that costs 2.3x as long as the uniform draw, and dropout is about 8% of a small model's
-    CPU training step. The mask has the same distribution (to float32's 2^-24 resolution). Elsewhere
-    (CUDA, other accelerators, inside ``torch.compile``) this is ``F.dropout``.
+    On a CPU in eager mode the keep-mask is a float32 uniform draw compared with ``p``: PyTorch's CPU
+    dropout samples its mask with a serial Bernoulli sampler that costs 2.3x as long as the uniform
+    draw, and dropout is about 8% of a small model's CPU training step. The mask has the same
+    distribution (to float32's 2^-24 resolution). Elsewhere (CUDA, other accelerators, inside
+    ``torch.compile``) this is ``F.dropout``.
     """
     if not training or p == 0:
         return x

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from gptkit.errors import GptkitError
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Decay every weight matrix and embedding (2+ dims); never biases or LayerNorm gains."""
@@ -51,8 +53,6 @@ def choose_fused(requested: bool | None, device: torch.device, grad_scaler: bool
     if requested is None:
         return fused_adamw_available(device) and not conflict
     if requested and conflict:
-        from gptkit.errors import GptkitError
-
         raise GptkitError(
             "optim.fused=true cannot be combined with trainer.precision=16-mixed and trainer.gradient_clip_val: "
             "fused AdamW unscales the gradients inside its step, so they cannot be clipped before it. "
