@@ -2,15 +2,22 @@
 
 1. chunked fused LM loss vs plain loss under bf16 autocast: loss and gradient differences;
 2. SDPA picks the flash kernel for GPT-1's shapes with attention dropout (forced, must not raise);
-3. fused AdamW steps vs foreach AdamW steps: parameter differences after a few updates.
+3. fused AdamW steps vs foreach AdamW steps: parameter differences after a few updates;
+4. a small in-process ``gptkit fit`` under ``torch.cuda.set_sync_debug_mode("warn")``: the steps
+   whose metrics are not logged (and that save no checkpoint) must not make the host wait.
 
     python benchmarks/cuda_checks.py
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import tempfile
+import warnings
+from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -69,9 +76,75 @@ def check_fused_adamw(device: torch.device) -> dict:
     return {"check": "fused_vs_foreach_adamw", "max_abs_param_diff": diff, "ok": diff < 1e-4}
 
 
+class SyncWarnings(pl.Callback):
+    """Counts CUDA synchronisation warnings per training step (sync debug mode on during training)."""
+
+    def __init__(self) -> None:
+        self.per_step: dict = collections.Counter()
+        self.sites: dict = collections.defaultdict(set)
+        self.checkpoints: set[int] = set()
+        self.validations: set[int] = set()
+
+    def on_train_start(self, trainer, pl_module):
+        self._catch = warnings.catch_warnings(record=True)
+        self._seen = self._catch.__enter__()
+        warnings.simplefilter("always")
+        if pl_module.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def _collect(self, step) -> None:
+        for w in self._seen:
+            if "synchroniz" in str(w.message):
+                self.per_step[step] += 1
+                self.sites[step].add(f"{Path(w.filename).name}:{w.lineno}")
+        self._seen.clear()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._collect(trainer.global_step)  # what happened since the previous batch started
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.checkpoints.add(trainer.global_step)
+
+    def on_validation_start(self, trainer, pl_module):
+        self.validations.add(trainer.global_step)
+
+    def on_train_end(self, trainer, pl_module):
+        if pl_module.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+        self._collect(trainer.global_step)
+        self._catch.__exit__(None, None, None)
+
+
+def check_host_syncs(device: torch.device) -> dict:
+    from gptkit.builder import build, fit_or_stop
+    from gptkit.config import load_config
+
+    repo = Path(__file__).resolve().parent.parent
+    steps, every = 24, 8
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(str(repo / "recipes" / "quickstart" / "pretrain.yaml"), [
+            "data.corpus=null", f"data.files=[{repo / 'tests' / 'fixtures' / 'news_sample.txt'}]",
+            f"trainer.max_steps={steps}", f"trainer.log_every_n_steps={every}", "trainer.val_check_interval=12",
+            "trainer.limit_val_batches=2", "checkpoint.every_n_train_steps=null", "logging.progress=plain",
+            f"trainer.accelerator={device.type}", "trainer.devices=1",
+            f"run.dir={tmp}/runs", f"run.data_dir={tmp}/data",
+        ])
+        c = build(cfg)
+        c.datamodule.prepare_data()
+        c.datamodule.setup("fit")
+        spy = SyncWarnings()
+        c.trainer.callbacks.append(spy)
+        fit_or_stop(c, None)
+    # step k's window runs from batch k's start to batch k+1's start; step 1 includes compilation
+    busy = {k for k in range(1, steps + 1) if k % every == 0} | spy.checkpoints | spy.validations | {1, steps}
+    quiet = {k: n for k, n in spy.per_step.items() if k not in busy and k >= 1}
+    return {"check": "no_host_sync_between_logging_steps", "syncs_per_step": dict(sorted(spy.per_step.items())),
+            "unexpected": {k: sorted(spy.sites[k]) for k in quiet}, "ok": not quiet}
+
+
 def main() -> None:
     device = torch.device("cuda")
-    for check in (check_chunked_loss, check_flash, check_fused_adamw):
+    for check in (check_chunked_loss, check_flash, check_fused_adamw, check_host_syncs):
         try:
             print(json.dumps(check(device)), flush=True)
         except Exception as exc:  # report and go on: this is a diagnostic script

@@ -25,6 +25,33 @@ class NonFiniteLossError(GptkitError):
     """The loss became NaN or infinite."""
 
 
+class FiniteFlag:
+    """Whether a loss is finite, brought to the host without making the host wait for the device.
+
+    ``bool(cuda_tensor)`` waits for every kernel queued so far, so a check in the middle of a step
+    drains the GPU's queue. On CUDA the flag is copied into pinned host memory by a non-blocking copy
+    behind an event instead: reading it an update later waits only for that event, which the device
+    passed long ago. Elsewhere the flag is read directly (there is no queue to drain).
+    """
+
+    def __init__(self, loss: torch.Tensor) -> None:
+        self.loss = loss
+        flag = torch.isfinite(loss)
+        self._event = None
+        if flag.device.type == "cuda":
+            self._flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+            self._flag.copy_(flag, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._flag = flag
+
+    def __bool__(self) -> bool:
+        if self._event is not None:
+            self._event.synchronize()
+        return bool(self._flag)
+
+
 class GPTModule(pl.LightningModule):
     """The GPT-1 backbone with the LM objective and, when ``task`` is set, a task head.
 
@@ -143,7 +170,7 @@ class GPTModule(pl.LightningModule):
                 return self._skip(loss, update)
         else:
             self._raise_if_nonfinite()
-            self._pending_loss = (loss.detach(), update)
+            self._pending_loss = (self._finite_flag(loss), update)
         # sync_dist: under DDP the logged loss is the whole global batch's, as in a single-process run.
         # Not prog_bar: Lightning turns progress-bar values into numbers after every batch, a GPU wait;
         # RichProgress shows them from the callback metrics when it refreshes.
@@ -157,6 +184,14 @@ class GPTModule(pl.LightningModule):
             finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
         return finite
 
+    def _finite_flag(self, loss: torch.Tensor) -> FiniteFlag:
+        """The finite flag of the loss summed over processes: NaN/inf anywhere makes every sum
+        non-finite, so all processes stop together without a collective on the host."""
+        loss = loss.detach()
+        if self.trainer.world_size > 1:
+            loss = self.trainer.strategy.reduce(loss.clone(), reduce_op="sum")  # all-reduce is in place
+        return FiniteFlag(loss)
+
     def _skip(self, loss: torch.Tensor, update: int) -> None:
         self.nonfinite_skipped += 1
         self.print(f"warning: non-finite loss ({loss.item()}) in update {update}; batch skipped "
@@ -166,14 +201,14 @@ class GPTModule(pl.LightningModule):
     def _raise_if_nonfinite(self) -> None:
         """Stop on a NaN/inf loss of the *previous* update (objective.nonfinite=stop).
 
-        Reading the previous update's loss lets the host run ahead of the device (no sync on the
-        current step); the pending loss is also checked before any checkpoint is written, so a
-        checkpoint never holds weights updated from a non-finite loss.
+        The previous update's flag was copied to the host without waiting (:class:`FiniteFlag`), so
+        the host keeps running ahead of the device; the pending flag is also checked before any
+        checkpoint is written, so a checkpoint never holds weights updated from a non-finite loss.
         """
         pending, self._pending_loss = getattr(self, "_pending_loss", None), None
-        if pending is None or self._all_finite(pending[0]):
+        if pending is None or pending[0]:
             return
-        loss, update = pending
+        loss, update = pending[0].loss, pending[1]
         ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or ""
         where = (f"The last checkpoint is {ckpt}; resume from it with ckpt_path=last" if ckpt
                  else "No checkpoint was saved before it; start again")

@@ -231,3 +231,46 @@ def test_ddp_two_processes_match_one_process(corpus, tmp_path):
     for key in w1:
         torch.testing.assert_close(w2[key], w1[key], rtol=1e-3, atol=1e-4)
     assert one.trainer.global_step == 8
+
+
+POISON_ONE_RANK = """
+import sys
+from gptkit import cli
+from gptkit.model import GPT
+from gptkit.module import GPTModule
+
+forward, training_step, poison = GPT.forward, GPTModule.training_step, [False]
+
+
+def poisoned_forward(self, *args, **kwargs):
+    out = forward(self, *args, **kwargs)
+    return out * float("nan") if poison[0] else out
+
+
+def poisoned_step(self, batch, batch_idx):  # rank 1's update 4 gets a NaN loss; rank 0's stays finite
+    poison[0] = self.global_rank == 1 and self.trainer.global_step + 1 == 4
+    try:
+        return training_step(self, batch, batch_idx)
+    finally:
+        poison[0] = False
+
+
+GPT.forward, GPTModule.training_step = poisoned_forward, poisoned_step
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_ddp_nonfinite_loss_on_one_process_stops_both(corpus, tmp_path):
+    """Both processes stop at the same update with the same message (the check reads the loss summed
+    over processes), instead of one raising while the other waits in a collective."""
+    root, path = corpus
+    script = tmp_path / "poisoned_gptkit.py"
+    script.write_text(POISON_ONE_RANK)
+    args = [*tiny_args(path, root, "ddp-nan"), "trainer.max_steps=10", "trainer.strategy=ddp", "trainer.devices=2",
+            "data.batch_size=4", "trainer.val_check_interval=null", "checkpoint.every_n_train_steps=null"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, str(script), "fit", QUICK, *args], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=240, env=env)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    assert out.stderr.count("error: the loss became nan in update 4") == 2, out.stderr[-3000:]
