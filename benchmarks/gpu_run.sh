@@ -22,6 +22,11 @@ python3 benchmarks/cuda_checks.py 2>&1 | tee "$OUT/cuda_checks.jsonl"
   | grep -v -i "warn" | tee "$OUT/train_step.txt"
 [ -n "${SKIP_RACE:-}" ] || python3 benchmarks/train_step.py --device cuda --size paper --task race --hf bf16-compile \
   --steps ${STEPS:-20} --warmup 8 --json "$OUT/train_step_race.json" 2>&1 | grep -v -i "warn" | tee "$OUT/train_step_race.txt"
+# optional: gptkit alone under other torch.compile modes, e.g. MODES=max-autotune-no-cudagraphs (compiles for minutes)
+for mode in ${MODES:-}; do
+  python3 benchmarks/train_step.py --device cuda --size paper --steps ${STEPS:-20} --warmup 8 --hf none --bare \
+    --compile-mode "$mode" --json "$OUT/train_step_$mode.json" 2>&1 | grep -v -i "warn" | tee "$OUT/train_step_$mode.txt"
+done
 python3 -m gptkit.cli fit recipes/quickstart/pretrain.yaml data.corpus=null data.files=[tests/fixtures/news_sample.txt] \
   trainer.max_steps=120 trainer.val_check_interval=60 trainer.log_every_n_steps=20 run.dir=/tmp/r run.data_dir=/tmp/d run.overwrite=true \
   logging.progress=plain 2>&1 | grep -v -i "warn" | tail -12 | tee "$OUT/fit.txt"

@@ -114,6 +114,7 @@ def bench_gptkit(args, size, device) -> dict:
         overrides.append(f"trainer.precision={args.precision}")
     if args.no_compile:
         overrides.append("model.compile=false")
+    overrides.append(f"model.compile_mode={args.compile_mode}")
     if args.task == "race":
         overrides += ["data.name=race", "objective.lm_coef=0.5"]
     cfg = load_config(None, overrides)
@@ -172,7 +173,7 @@ def bench_plain(args, size, device) -> dict:
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=fused_adamw_available(device))
     if cuda and not args.no_compile:
-        model.compile()
+        model.compile(mode=args.compile_mode)
     x = torch.randint(0, vocab, (batch, n_ctx + 1), device=device)
     chunk = lm_loss_chunk_rows(device, vocab)
 
@@ -254,7 +255,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--precision", default=None, help="gptkit trainer.precision (default: its own default)")
     p.add_argument("--no-compile", action="store_true", help="gptkit without torch.compile")
-    p.add_argument("--hf", default=None, help="comma list of: fp32,bf16,bf16-compile (default: fp32 on CPU, all on CUDA)")
+    p.add_argument("--compile-mode", default="default",
+                   help="gptkit's torch.compile mode (model.compile_mode), e.g. max-autotune-no-cudagraphs")
+    p.add_argument("--hf", default=None, help="comma list of: fp32,bf16,bf16-compile, or none (default: fp32 on CPU, all on CUDA)")
     p.add_argument("--bare", action="store_true", help="also time gptkit's model in a bare loop (no Lightning)")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense peak for MFU (default: Lightning's table)")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -272,6 +275,10 @@ def main() -> None:
         size[4] = args.vocab_size
     size = tuple(size)
     hf_variants = (args.hf or ("fp32,bf16,bf16-compile" if device.type == "cuda" else "fp32")).split(",")
+    hf_variants = [v for v in hf_variants if v != "none"]
+    unknown = set(hf_variants) - {"fp32", "bf16", "bf16-compile"}
+    if unknown:
+        p.error(f"--hf: unknown variant(s) {', '.join(sorted(unknown))}; use fp32, bf16, bf16-compile or none")
 
     results = [bench_gptkit(args, size, device)]
     flops_per_token = results[0]["flops_per_token"]
@@ -290,6 +297,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "task": args.task,
+        "compile_mode": None if args.no_compile or device.type != "cuda" else args.compile_mode,
         "size": dict(zip(["n_layer", "n_head", "n_embd", "n_ctx", "vocab", "batch"], size)),
         "peak_tflops": peak / 1e12 if peak else None,
     }

@@ -40,6 +40,7 @@ class ModelConfig:
     attn_pdrop: float = 0.1
     resid_pdrop: float = 0.1
     compile: bool | None = None  # torch.compile the backbone; null = on for CUDA, off elsewhere
+    compile_mode: str = "default"  # torch.compile mode when compiling: default | max-autotune-no-cudagraphs | ...
     clf_pdrop: float = 0.1  # fine-tuning: dropout before the task head (the released code's clf_pdrop)
 
 
@@ -154,6 +155,7 @@ CHOICES = {
     "logging.progress": ("auto", "rich", "plain", "none"),
     "checkpoint.mode": ("min", "max"),
     "objective.nonfinite": ("stop", "skip"),
+    "model.compile_mode": ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead"),
 }
 
 

@@ -62,6 +62,7 @@ class GPTModule(pl.LightningModule):
         task: a registered fine-tuning task name, or ``None`` for pretraining.
         tokenizer: ``{"kind", "path", "fingerprint"}`` of the run's tokenizer, recorded in checkpoints.
         compile: ``torch.compile`` the backbone (in ``configure_model``).
+        compile_mode: ``torch.compile``'s ``mode`` when compiling (``default``, ``max-autotune``...).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class GPTModule(pl.LightningModule):
         head_dropout: float = 0.1,
         tokenizer: dict | None = None,
         compile: bool = False,
+        compile_mode: str = "default",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -152,7 +154,7 @@ class GPTModule(pl.LightningModule):
 
     def configure_model(self) -> None:
         if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.backbone.compile()
+            self.backbone.compile(mode=self.hparams.compile_mode)
             self._compiled = True
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:

@@ -47,6 +47,7 @@ def test_base_extension_and_overrides(tmp_path):
         (["data.batch_size=0"], "must be positive"),
         (["trainer.max_steps"], "not of the form key=value"),
         (["tokenizer.kind=sentencepiece"], "choose one of bpe"),
+        (["model.compile_mode=fast"], "'model.compile_mode' is 'fast'; choose one of default, max-autotune"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, message):
@@ -74,3 +75,22 @@ def test_config_is_read_only():
 
     with pytest.raises(ReadonlyConfigError):
         cfg.model.n_layer = 3
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["model.compile=true"], "default"),
+    (["model.compile=true", "model.compile_mode=max-autotune-no-cudagraphs"], "max-autotune-no-cudagraphs"),
+    (["model.compile=false", "model.compile_mode=max-autotune"], None),  # the mode applies only when compiling
+])
+def test_compile_mode_reaches_torch_compile(monkeypatch, overrides, expected):
+    from gptkit.builder import build_module
+    from gptkit.model import GPT
+
+    calls = []
+    monkeypatch.setattr(GPT, "compile", lambda self, **kwargs: calls.append(kwargs))
+    cfg = load_config(None, ["model.n_layer=1", "model.n_embd=16", "model.n_head=2", "model.n_ctx=16", *overrides])
+    tokenizer = type("Tok", (), {"vocab_size": 50})()
+    module = build_module(cfg, tokenizer, {"kind": "bpe"})
+    module.configure_model()
+    module.configure_model()  # Lightning may call it again (e.g. after a restart): compiled once
+    assert calls == ([] if expected is None else [{"mode": expected}])
