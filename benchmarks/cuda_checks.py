@@ -23,6 +23,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gptkit.model import GPT, GPTConfig, lm_loss
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -115,31 +117,44 @@ class SyncWarnings(pl.Callback):
         self._catch.__exit__(None, None, None)
 
 
-def check_host_syncs(device: torch.device) -> dict:
+def _count_syncs(recipe: str, overrides: list[str], steps: int = 24, every: int = 8) -> dict:
     from gptkit.builder import build, fit_or_stop
     from gptkit.config import load_config
 
-    repo = Path(__file__).resolve().parent.parent
-    steps, every = 24, 8
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(str(repo / "recipes" / "quickstart" / "pretrain.yaml"), [
-            "data.corpus=null", f"data.files=[{repo / 'tests' / 'fixtures' / 'news_sample.txt'}]",
-            f"trainer.max_steps={steps}", f"trainer.log_every_n_steps={every}", "trainer.val_check_interval=12",
-            "trainer.limit_val_batches=2", "checkpoint.every_n_train_steps=null", "logging.progress=plain",
-            f"trainer.accelerator={device.type}", "trainer.devices=1",
-            f"run.dir={tmp}/runs", f"run.data_dir={tmp}/data",
-        ])
-        c = build(cfg)
-        c.datamodule.prepare_data()
-        c.datamodule.setup("fit")
-        spy = SyncWarnings()
-        c.trainer.callbacks.append(spy)
-        fit_or_stop(c, None)
+    cfg = load_config(str(REPO / "recipes" / recipe), [
+        f"trainer.max_steps={steps}", f"trainer.log_every_n_steps={every}", "trainer.val_check_interval=12",
+        "trainer.limit_val_batches=2", "checkpoint.every_n_train_steps=null", "logging.progress=plain",
+        "trainer.check_val_every_n_epoch=null", "trainer.devices=1", *overrides,
+    ])
+    c = build(cfg)
+    c.datamodule.prepare_data()
+    c.datamodule.setup("fit")
+    spy = SyncWarnings()
+    c.trainer.callbacks.append(spy)
+    fit_or_stop(c, None)
     # step k's window runs from batch k's start to batch k+1's start; step 1 includes compilation
     busy = {k for k in range(1, steps + 1) if k % every == 0} | spy.checkpoints | spy.validations | {1, steps}
     quiet = {k: n for k, n in spy.per_step.items() if k not in busy and k >= 1}
-    return {"check": "no_host_sync_between_logging_steps", "syncs_per_step": dict(sorted(spy.per_step.items())),
+    return {"recipe": recipe, "syncs_per_step": dict(sorted(spy.per_step.items())),
             "unexpected": {k: sorted(spy.sites[k]) for k in quiet}, "ok": not quiet}
+
+
+def check_host_syncs(device: torch.device) -> dict:
+    """Pretraining and RACE fine-tuning (real sample files) on the GPU under sync debug mode."""
+    from gptkit.tokenizer import Tokenizer
+
+    samples = REPO / "tests" / "fixtures" / "samples"
+    with tempfile.TemporaryDirectory() as tmp:
+        common = [f"trainer.accelerator={device.type}", f"run.dir={tmp}/runs", f"run.data_dir={tmp}/data"]
+        pretrain = _count_syncs("quickstart/pretrain.yaml", [
+            "data.corpus=null", f"data.files=[{REPO / 'tests' / 'fixtures' / 'news_sample.txt'}]", *common])
+        texts = [line for path in sorted((samples / "RACE").rglob("*.txt")) for line in path.read_text().splitlines()]
+        Tokenizer.train(texts, vocab_size=1000, min_frequency=1).save(f"{tmp}/tok.json")
+        race = _count_syncs("race.yaml", [
+            f"data.root={samples}", f"tokenizer.path={tmp}/tok.json", "model.n_layer=4", "model.n_head=4",
+            "model.n_embd=256", "data.batch_size=2", *common])
+    return {"check": "no_host_sync_between_logging_steps", "pretrain": pretrain, "race": race,
+            "ok": pretrain["ok"] and race["ok"]}
 
 
 def main() -> None:

@@ -188,6 +188,7 @@ def build_task_datamodule(cfg: DictConfig, tokenizer) -> pl.LightningDataModule:
         d.name, root=d.root, tokenizer=tokenizer, n_ctx=cfg.model.n_ctx, batch_size=d.batch_size,
         eval_batch_size=d.eval_batch_size, num_workers=d.num_workers, skip_bad_rows=d.skip_bad_rows,
         subset=d.subset, seed=cfg.run.seed, data_dir=cfg.run.data_dir, group_by_length=d.group_by_length,
+        pin_memory=pin_memory(cfg),
     )
 
 

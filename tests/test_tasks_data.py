@@ -253,3 +253,20 @@ def test_length_grouped_batches_cover_every_example_once():
     dm = FinetuneDataModule("sst2", ROOTS["sst2"], tiny_tokenizer(), N_CTX, batch_size=4, group_by_length=True)
     dm.setup("fit")
     check_layout(get_task("sst2"), next(iter(dm.train_dataloader())), tiny_tokenizer())
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, False), ("true", True), ("false", False)])
+@pytest.mark.parametrize("group", [False, True])
+def test_fine_tuning_loaders_follow_data_pin_memory(setting, expected, group):
+    """data.pin_memory reaches every fine-tuning loader (null: on only when training on CUDA)."""
+    from gptkit.builder import build_datamodule
+    from gptkit.config import load_config
+
+    overrides = ["data.name=mnli", f"data.root={ROOTS['mnli']}", "trainer.accelerator=cpu",
+                 f"data.group_by_length={str(group).lower()}"]
+    if setting is not None:
+        overrides.append(f"data.pin_memory={setting}")
+    dm = build_datamodule(load_config(None, overrides), tiny_tokenizer(), None)
+    dm.setup("fit")
+    loaders = [dm.train_dataloader(), *dm.val_dataloader()]
+    assert [loader.pin_memory for loader in loaders] == [expected] * 3

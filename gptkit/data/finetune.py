@@ -92,7 +92,8 @@ class FinetuneDataModule(pl.LightningDataModule):
     ``subset`` selects part of a dataset (RACE: ``all``, ``middle``, ``high``); ``seed`` fixes the
     order of training batches. ``group_by_length`` batches examples of similar length together
     (:class:`LengthGroupedBatchSampler`; less padding, faster on CPUs; off by default, as the paper
-    draws plain random batches).
+    draws plain random batches). ``pin_memory`` puts batches in page-locked memory, so that copying
+    them to a GPU does not make the host wait.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class FinetuneDataModule(pl.LightningDataModule):
         seed: int = 0,
         data_dir: str | Path = "data",
         group_by_length: bool = False,
+        pin_memory: bool = False,
     ) -> None:
         super().__init__()
         self.task = get_task(task_name)
@@ -127,6 +129,7 @@ class FinetuneDataModule(pl.LightningDataModule):
         self.subset = self.task.check_subset(subset)
         self.seed = seed
         self.group_by_length = group_by_length
+        self.pin_memory = pin_memory
         self.splits: dict[str, SplitData] = {}
         self._collate = partial(collate, regression=self.task.regression)
 
@@ -195,6 +198,7 @@ class FinetuneDataModule(pl.LightningDataModule):
                 batch_sampler=LengthGroupedBatchSampler(lengths, self.batch_size, self.seed),
                 num_workers=self.num_workers,
                 collate_fn=self._collate,
+                pin_memory=self.pin_memory,
                 persistent_workers=self.num_workers > 0,
             )
         generator = torch.Generator().manual_seed(self.seed) if train else None
@@ -205,6 +209,7 @@ class FinetuneDataModule(pl.LightningDataModule):
             generator=generator,
             num_workers=self.num_workers,
             collate_fn=self._collate,
+            pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
 
