@@ -296,6 +296,23 @@ class GPTModule(pl.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip as Lightning does, also for fused AdamW under ``bf16-mixed``.
+
+        Lightning's mixed-precision plugin refuses to clip for any optimizer that unscales gradients
+        inside its step (fused AdamW), but without a GradScaler nothing is scaled, so clipping before
+        the step is exact. (With a GradScaler, ``choose_fused`` keeps fused AdamW off when clipping.)
+        """
+        from pytorch_lightning.plugins.precision import MixedPrecision, Precision
+        from pytorch_lightning.utilities import GradClipAlgorithmType
+
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM)
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)  # without the refusal
+            return
+        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
+
     # -- initialisation from a pretrained backbone --------------------------------------------------
     def load_pretrained(self, state: dict[str, torch.Tensor], n_transfer: int | None = None) -> list[str]:
         """Copy backbone weights (all, or embeddings + first ``n_transfer`` blocks); returns the keys set."""

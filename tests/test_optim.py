@@ -1,10 +1,11 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from gptkit.model import GPT, GPTConfig
-from gptkit.optim import param_groups, schedule_factor
+from gptkit.optim import fused_adamw_available, param_groups, schedule_factor
 
 
 def test_decay_only_on_matrices_and_embeddings():
@@ -51,3 +52,40 @@ def test_fused_adamw_is_left_off_with_a_grad_scaler_and_clipping():
     assert choose_fused(False, cuda, grad_scaler=False, clipping=False) is False
     with pytest.raises(GptkitError, match="optim.fused=true cannot be combined"):
         choose_fused(True, cuda, grad_scaler=True, clipping=True)
+
+
+def _finetune_weights(tmp_path, name, *overrides):
+    from finetune_helpers import GLUE, tiny_tokenizer
+
+    from gptkit.builder import build, fit_or_stop
+    from gptkit.config import load_config
+
+    tiny_tokenizer().save(tmp_path / "tok.json")
+    repo = Path(__file__).parent.parent
+    cfg = load_config(str(repo / "recipes" / "stsb.yaml"), [
+        f"data.root={GLUE}", f"tokenizer.path={tmp_path / 'tok.json'}", f"run.dir={tmp_path}", f"run.name={name}",
+        "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.n_ctx=64", "data.batch_size=4",
+        "trainer.max_steps=6", "trainer.limit_val_batches=0", "trainer.accelerator=cpu", "trainer.devices=1",
+        "trainer.precision=bf16-mixed", "logging.progress=none", "logging.throughput=false", "optim.lr=1e-2",
+        *overrides,
+    ])
+    c = build(cfg)
+    c.datamodule.prepare_data()
+    c.datamodule.setup("fit")
+    fit_or_stop(c, None)
+    assert c.trainer.global_step == 6
+    return c.trainer.optimizers[0].defaults["fused"], {k: v.float() for k, v in c.module.state_dict().items()}
+
+
+def test_fused_adamw_clips_gradients_under_bf16_mixed(tmp_path):
+    """Lightning refuses to clip for a fused optimizer under mixed precision, even with no GradScaler
+    (bf16), where clipping is exact: gptkit clips itself there, the same as the non-fused path."""
+    if not fused_adamw_available(torch.device("cpu")):
+        pytest.skip("fused AdamW needs torch >= 2.4 on CPU")
+    fused, clipped_fused = _finetune_weights(tmp_path, "fused", "trainer.gradient_clip_val=0.01")
+    plain, clipped_plain = _finetune_weights(tmp_path, "plain", "trainer.gradient_clip_val=0.01", "optim.fused=false")
+    _, unclipped = _finetune_weights(tmp_path, "unclipped", "trainer.gradient_clip_val=null", "optim.fused=false")
+    assert fused and not plain
+    for key, value in clipped_plain.items():
+        torch.testing.assert_close(clipped_fused[key], value, rtol=1e-4, atol=1e-5)
+    assert any((unclipped[k] - v).abs().max() > 1e-3 for k, v in clipped_plain.items())  # clipping did something
