@@ -160,39 +160,40 @@ class GPTModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         if self.task is None:
             loss, n_tokens = self._lm_step(batch)
-            logs = {"train/loss": loss}
+            losses = {"train/loss": loss}
         else:
             loss, task_loss, _ = self._task_step(batch)
             n_tokens = batch["input_ids"].numel()
-            logs = {"train/loss": loss, "train/task_loss": task_loss}
+            losses = {"train/loss": loss, "train/task_loss": task_loss}
         self.flops_per_batch = self.flops_per_token * n_tokens
+        logs = self._mean_over_processes(losses)
         update = self.trainer.global_step + 1
         if self.objective["nonfinite"] == "skip":
-            if not self._all_finite(loss):  # a host sync every step: the price of skipping exactly this batch
+            # a host sync every step: the price of skipping exactly this batch (on every process alike)
+            if not bool(torch.isfinite(logs["train/loss"])):
                 return self._skip(loss, update)
         else:
             self._raise_if_nonfinite()
-            self._pending_loss = (self._finite_flag(loss), update)
-        # sync_dist: under DDP the logged loss is the whole global batch's, as in a single-process run.
+            self._pending_loss = (FiniteFlag(logs["train/loss"]), update)
         # Not prog_bar: Lightning turns progress-bar values into numbers after every batch, a GPU wait;
         # RichProgress shows them from the callback metrics when it refreshes.
-        self.log_dict(logs, batch_size=n_tokens, sync_dist=True)
+        self.log_dict(logs, batch_size=n_tokens)
         return loss
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite on every process: all processes must skip or stop together."""
-        finite = bool(torch.isfinite(loss))
-        if self.trainer.world_size > 1:
-            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
-        return finite
-
-    def _finite_flag(self, loss: torch.Tensor) -> FiniteFlag:
-        """The finite flag of the loss summed over processes: NaN/inf anywhere makes every sum
-        non-finite, so all processes stop together without a collective on the host."""
-        loss = loss.detach()
-        if self.trainer.world_size > 1:
-            loss = self.trainer.strategy.reduce(loss.clone(), reduce_op="sum")  # all-reduce is in place
-        return FiniteFlag(loss)
+    def _mean_over_processes(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Detached scalars averaged over processes by one ``all_reduce``: the whole global batch's loss,
+        as in a single-process run, and NaN/inf on any process makes it non-finite everywhere, so all
+        processes stop or skip together. (Not ``sync_dist=True``/``strategy.reduce``: Lightning puts a
+        barrier before each all-reduce, and on NCCL a barrier makes the host wait for the GPU.)
+        """
+        stacked = torch.stack([v.detach().float() for v in values.values()])
+        world = self.trainer.world_size
+        if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stacked, op=torch.distributed.ReduceOp.SUM)
+            stacked = stacked / world
+        elif world > 1:  # a strategy outside torch.distributed
+            stacked = self.trainer.strategy.reduce(stacked, reduce_op="mean")
+        return dict(zip(values, stacked.unbind()))
 
     def _skip(self, loss: torch.Tensor, update: int) -> None:
         self.nonfinite_skipped += 1

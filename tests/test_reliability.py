@@ -1,5 +1,6 @@
 """Preemption by real signals, atomic checkpoints, DDP on CPU, non-finite losses, safe loading."""
 
+import ast
 import errno
 import os
 import pickle
@@ -274,3 +275,55 @@ def test_ddp_nonfinite_loss_on_one_process_stops_both(corpus, tmp_path):
     assert out.returncode == 2, out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     assert out.stderr.count("error: the loss became nan in update 4") == 2, out.stderr[-3000:]
+
+
+COUNT_BARRIERS = """
+import collections
+import sys
+import pytorch_lightning as pl
+import torch.distributed as dist
+from gptkit import builder, cli
+
+counts, where = collections.Counter(), ["setup"]
+barrier = dist.barrier
+
+
+def counted_barrier(*args, **kwargs):
+    counts[where[0]] += 1
+    return barrier(*args, **kwargs)
+
+
+class Steps(pl.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        where[0] = trainer.global_step + 1
+
+    def on_train_end(self, trainer, pl_module):
+        where[0] = "end"
+        print(f"rank {trainer.global_rank} barriers per step {dict(counts)}", file=sys.stderr)
+
+
+dist.barrier = counted_barrier
+build_callbacks = builder.build_callbacks
+builder.build_callbacks = lambda cfg, rdir: (lambda cb: ([*cb[0], Steps()], cb[1]))(build_callbacks(cfg, rdir))
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_ddp_steps_have_no_barriers(corpus, tmp_path):
+    """A barrier makes a GPU host wait for the device (NCCL), so DDP training steps that log nothing
+    and save nothing must not call one (Lightning's sync_dist puts one before every all-reduce)."""
+    root, path = corpus
+    script = tmp_path / "counting_gptkit.py"
+    script.write_text(COUNT_BARRIERS)
+    args = [*tiny_args(path, root, "ddp-barriers"), "trainer.max_steps=8", "trainer.strategy=ddp", "trainer.devices=2",
+            "data.batch_size=4", "trainer.val_check_interval=null", "checkpoint.every_n_train_steps=null",
+            "trainer.log_every_n_steps=4"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, str(script), "fit", QUICK, *args], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=240, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stderr.splitlines() if "barriers per step" in line]
+    assert len(lines) == 2, out.stderr[-3000:]
+    for line in lines:
+        counts = ast.literal_eval(line.split("barriers per step ", 1)[1])
+        assert not {step for step in counts if isinstance(step, int) and step not in (4, 8)}, line
