@@ -255,8 +255,42 @@ def check_resume(ckpt_path: str, tokenizer_record: dict) -> None:
 
 # -- trainer ----------------------------------------------------------------------------------------
 def default_precision(cfg: DictConfig) -> str:
-    on_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
-    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+    """``bf16-mixed`` on GPUs with bf16 tensor cores (compute capability 8.0+, or unknown), ``16-mixed``
+    on older ones, ``32-true`` elsewhere."""
+    if not (torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")):
+        return "32-true"
+    capability = cuda_capability()
+    return "16-mixed" if capability is not None and capability < (8, 0) else "bf16-mixed"
+
+
+def cuda_capability() -> tuple[int, int] | None:
+    """The first visible GPU's compute capability, without initialising CUDA in this process.
+
+    ``torch.cuda`` initialises CUDA to answer, after which Lightning cannot fork its processes
+    (``trainer.strategy=ddp_fork`` or ``ddp_notebook``); NVML answers without that. ``None`` if
+    NVML cannot be asked.
+    """
+    if torch.cuda.is_initialized():
+        return torch.cuda.get_device_capability()
+    import ctypes
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    index = int(visible) if visible.isdigit() else 0  # NVML numbers GPUs physically
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        if nvml.nvmlInit_v2() != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    try:
+        handle, major, minor = ctypes.c_void_p(), ctypes.c_int(), ctypes.c_int()
+        ok = (nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) == 0
+              and nvml.nvmlDeviceGetCudaComputeCapability(handle, ctypes.byref(major), ctypes.byref(minor)) == 0)
+        return (major.value, minor.value) if ok else None
+    except AttributeError:
+        return None
+    finally:
+        nvml.nvmlShutdown()
 
 
 def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], bool]:

@@ -89,3 +89,61 @@ def test_fused_adamw_clips_gradients_under_bf16_mixed(tmp_path):
     for key, value in clipped_plain.items():
         torch.testing.assert_close(clipped_fused[key], value, rtol=1e-4, atol=1e-5)
     assert any((unclipped[k] - v).abs().max() > 1e-3 for k, v in clipped_plain.items())  # clipping did something
+
+
+class FakeNVML:
+    """libnvidia-ml's three calls that gptkit makes, answering for one GPU of the given capability."""
+
+    def __init__(self, capability):
+        self.capability, self.asked, self.shut = capability, [], False
+
+    def nvmlInit_v2(self):
+        return 0
+
+    def nvmlDeviceGetHandleByIndex_v2(self, index, handle):
+        self.asked.append(index)
+        return 0
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle, major, minor):
+        major._obj.value, minor._obj.value = self.capability
+        return 0
+
+    def nvmlShutdown(self):
+        self.shut = True
+
+
+@pytest.mark.parametrize(("capability", "visible", "precision"), [
+    ((9, 0), None, "bf16-mixed"), ((8, 0), "3,1", "bf16-mixed"), ((7, 0), None, "16-mixed"), (None, None, "bf16-mixed"),
+])
+def test_default_precision_asks_nvml_not_cuda(monkeypatch, capability, visible, precision):
+    """The GPU's capability comes from NVML, so CUDA is not initialised before Lightning forks its
+    processes (ddp_fork, ddp_notebook); torch.cuda is asked only once CUDA is initialised anyway."""
+    import ctypes
+
+    from gptkit import builder
+    from gptkit.config import load_config
+
+    nvml = FakeNVML(capability)
+
+    def cdll(name):
+        if capability is None:
+            raise OSError(f"{name}: cannot open shared object file")
+        assert name == "libnvidia-ml.so.1"
+        return nvml
+
+    def initialises_cuda(*args, **kwargs):
+        raise AssertionError("torch.cuda initialised CUDA")
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", initialises_cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", initialises_cuda)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert builder.default_precision(load_config(None, [])) == precision
+    if capability is not None:
+        assert nvml.asked == [3 if visible else 0] and nvml.shut
+    assert builder.default_precision(load_config(None, ["trainer.accelerator=cpu"])) == "32-true"
