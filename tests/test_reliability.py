@@ -327,3 +327,19 @@ def test_ddp_steps_have_no_barriers(corpus, tmp_path):
     for line in lines:
         counts = ast.literal_eval(line.split("barriers per step ", 1)[1])
         assert not {step for step in counts if isinstance(step, int) and step not in (4, 8)}, line
+
+
+def test_ddp_fine_tuning_with_length_grouped_batches(tmp_path):
+    """data.group_by_length under DDP: Lightning keeps gptkit's sampler (a DistributedSampler), and
+    both processes train on their shares of the same global batches."""
+    from finetune_helpers import GLUE, tiny_tokenizer
+
+    tiny_tokenizer().save(tmp_path / "tok.json")
+    out = run_cli("fit", str(REPO / "recipes" / "stsb.yaml"), f"data.root={GLUE}", f"tokenizer.path={tmp_path / 'tok.json'}",
+                  f"run.dir={tmp_path / 'runs'}", "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
+                  "model.n_ctx=64", "data.batch_size=2", "data.group_by_length=true", "trainer.max_steps=6",
+                  "trainer.limit_val_batches=2", "trainer.strategy=ddp", "trainer.devices=2",
+                  "trainer.accelerator=cpu", "logging.progress=plain", "trainer.log_every_n_steps=3",
+                  cwd=tmp_path, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and out.stderr.count("step 6/6") == 1

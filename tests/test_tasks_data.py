@@ -237,22 +237,47 @@ def test_stsb_batches_carry_float_scores():
     assert all(math.isnan(v) for v in batch["labels"].tolist())
 
 
+def batches_of(sampler, batch_size):
+    order = list(sampler)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def test_length_grouped_batches_cover_every_example_once():
-    from gptkit.data.finetune import LengthGroupedBatchSampler
+    from gptkit.data.finetune import LengthGroupedSampler
 
     lengths = [int(x) for x in torch.randint(3, 60, (203,), generator=torch.Generator().manual_seed(0))]
-    sampler = LengthGroupedBatchSampler(lengths, batch_size=8, seed=3, chunk_batches=4)
-    epoch0 = list(sampler)
-    assert len(epoch0) == len(sampler) == 26
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3, chunk_batches=4)
+    epoch0 = batches_of(sampler, 8)
+    assert len(epoch0) == 26 and len(sampler) == 203
     assert sorted(i for b in epoch0 for i in b) == list(range(203))
-    assert list(sampler) == epoch0  # deterministic for a seed and epoch
+    assert batches_of(sampler, 8) == epoch0  # deterministic for a seed and epoch
     sampler.set_epoch(1)
-    assert list(sampler) != epoch0
+    assert batches_of(sampler, 8) != epoch0
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in epoch0) / len(epoch0)
     assert spread < 20  # similar lengths in a batch (random batches spread ~50)
     dm = FinetuneDataModule("sst2", ROOTS["sst2"], tiny_tokenizer(), N_CTX, batch_size=4, group_by_length=True)
     dm.setup("fit")
     check_layout(get_task("sst2"), next(iter(dm.train_dataloader())), tiny_tokenizer())
+
+
+@pytest.mark.parametrize("n_examples", [203, 16, 3])
+def test_length_grouped_batches_split_between_processes(n_examples):
+    """Under DDP each process takes its share of the same global batches: equal numbers of batches,
+    every example at least once (the last global batch padded with repeats), similar lengths."""
+    from gptkit.data.finetune import LengthGroupedSampler
+
+    lengths = [int(x) for x in torch.randint(3, 60, (n_examples,), generator=torch.Generator().manual_seed(0))]
+    ranks = [batches_of(LengthGroupedSampler(lengths, 4, seed=3, chunk_batches=4, num_replicas=3, rank=r), 4)
+             for r in range(3)]
+    assert len({len(batches) for batches in ranks}) == 1
+    assert len({len(LengthGroupedSampler(lengths, 4, 3, num_replicas=3, rank=r)) for r in range(3)}) == 1
+    seen = [i for batches in ranks for b in batches for i in b]
+    assert set(seen) == set(range(n_examples)) and len(seen) - n_examples < 3
+    for step in zip(*ranks):  # update k on every process: one global batch of similar lengths
+        global_batch = [lengths[i] for b in step for i in b]
+        assert len(set(map(len, step[:-1]))) <= 1
+        if n_examples == 203 and step != list(zip(*ranks))[-1]:  # the last holds the leftover examples
+            assert max(global_batch) - min(global_batch) < 30
 
 
 @pytest.mark.parametrize(("setting", "expected"), [(None, False), ("true", True), ("false", False)])

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from gptkit import console
 from gptkit.errors import ConfigError
@@ -51,36 +51,43 @@ class SplitData:
         return f"{text}, {self.truncated} truncated to n_ctx={n_ctx}"
 
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
+class LengthGroupedSampler(DistributedSampler):
     """Random training batches of examples of similar length, to waste less compute on padding.
 
-    Each epoch: shuffle all examples, cut them into chunks of ``chunk_batches`` batches, sort each
-    chunk by length, cut it into batches, and shuffle the batches. Every example is seen once per
-    epoch; the order depends only on ``seed`` and the epoch (Lightning calls ``set_epoch``).
+    Each epoch: shuffle all examples, cut them into chunks of ``chunk_batches`` global batches (one
+    batch per process), sort each chunk by length, cut it into global batches, shuffle those, and
+    give each process every ``num_replicas``-th example of each global batch. With the DataLoader's
+    ``batch_size`` equal to ``batch_size``, each process's batch ``i`` is its share of global batch
+    ``i``. Every example is seen once per epoch (under DDP the last global batch is padded by
+    repeating the first examples, so every process takes the same number of batches); the order
+    depends only on ``seed`` and the epoch (Lightning calls ``set_epoch``). It is a
+    ``DistributedSampler``, so Lightning keeps it under DDP instead of injecting its own.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, chunk_batches: int = 50) -> None:
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, chunk_batches: int = 50,
+                 num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.lengths = lengths
         self.batch_size = batch_size
-        self.seed = seed
-        self.chunk = batch_size * chunk_batches
-        self.epoch = 0
+        self.global_batch = batch_size * num_replicas
+        self.chunk = self.global_batch * chunk_batches
+        self.total_size = -(-len(lengths) // num_replicas) * num_replicas
+        self.num_samples = self.total_size // num_replicas
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=g).tolist()
         batches = []
         for start in range(0, len(order), self.chunk):
             chunk = sorted(order[start : start + self.chunk], key=lambda i: self.lengths[i])
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        for b in torch.randperm(len(batches), generator=g).tolist():
-            yield batches[b]
+            batches += [chunk[i : i + self.global_batch] for i in range(0, len(chunk), self.global_batch)]
+        batches = [batches[b] for b in torch.randperm(len(batches), generator=g).tolist()]
+        last = next((b for b in batches if len(b) < self.global_batch), None)
+        if last is not None:  # a short global batch goes last, padded to a multiple of num_replicas
+            batches.remove(last)
+            missing = -len(last) % self.num_replicas
+            batches.append(last + [i for b in batches or [last] for i in b][:missing])
+        return iter([i for b in batches for i in b[self.rank :: self.num_replicas]])
 
 
 class FinetuneDataModule(pl.LightningDataModule):
@@ -91,7 +98,7 @@ class FinetuneDataModule(pl.LightningDataModule):
     ``data_dir``;
     ``subset`` selects part of a dataset (RACE: ``all``, ``middle``, ``high``); ``seed`` fixes the
     order of training batches. ``group_by_length`` batches examples of similar length together
-    (:class:`LengthGroupedBatchSampler`; less padding, faster on CPUs; off by default, as the paper
+    (:class:`LengthGroupedSampler`; less padding, faster on CPUs; off by default, as the paper
     draws plain random batches). ``pin_memory`` puts batches in page-locked memory, so that copying
     them to a GPU does not make the host wait.
     """
@@ -193,9 +200,12 @@ class FinetuneDataModule(pl.LightningDataModule):
         data = self._load(split).examples
         if train and self.group_by_length:
             lengths = [max(len(s) for s in e.sequences) for e in data]
+            trainer = self.trainer
+            replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
             return DataLoader(
                 data,  # type: ignore[arg-type]
-                batch_sampler=LengthGroupedBatchSampler(lengths, self.batch_size, self.seed),
+                batch_size=self.batch_size,
+                sampler=LengthGroupedSampler(lengths, self.batch_size, self.seed, num_replicas=replicas, rank=rank),
                 num_workers=self.num_workers,
                 collate_fn=self._collate,
                 pin_memory=self.pin_memory,
