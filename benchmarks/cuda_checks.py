@@ -6,7 +6,8 @@
 4. a small in-process ``gptkit fit`` under ``torch.cuda.set_sync_debug_mode("warn")``: the steps
    whose metrics are not logged (and that save no checkpoint) must not make the host wait.
 
-    python benchmarks/cuda_checks.py
+    python benchmarks/cuda_checks.py                       # all
+    python benchmarks/cuda_checks.py host_syncs fused_adamw  # some
 """
 
 from __future__ import annotations
@@ -157,9 +158,19 @@ def check_host_syncs(device: torch.device) -> dict:
             "ok": pretrain["ok"] and race["ok"]}
 
 
+CHECKS = (check_chunked_loss, check_flash, check_fused_adamw, check_host_syncs)
+
+
 def main() -> None:
+    import sys
+
     device = torch.device("cuda")
-    for check in (check_chunked_loss, check_flash, check_fused_adamw, check_host_syncs):
+    wanted = sys.argv[1:] or [c.__name__.removeprefix("check_") for c in CHECKS]
+    unknown = set(wanted) - {c.__name__.removeprefix("check_") for c in CHECKS}
+    if unknown:
+        sys.exit(f"unknown check(s) {', '.join(sorted(unknown))}; choose from "
+                 + ", ".join(c.__name__.removeprefix("check_") for c in CHECKS))
+    for check in (c for c in CHECKS if c.__name__.removeprefix("check_") in wanted):
         try:
             print(json.dumps(check(device)), flush=True)
         except Exception as exc:  # report and go on: this is a diagnostic script
