@@ -19,37 +19,19 @@ from torchmetrics import MeanMetric
 from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
 from gptkit.optim import choose_fused, make_optimizer, schedule_factor
+from gptkit.reliability import HostCopy
 
 
 class NonFiniteLossError(GptkitError):
     """The loss became NaN or infinite."""
 
 
-class FiniteFlag:
-    """Whether a loss is finite, brought to the host without making the host wait for the device.
-
-    ``bool(cuda_tensor)`` waits for every kernel queued so far, so a check in the middle of a step
-    drains the GPU's queue. On CUDA the flag is copied into pinned host memory by a non-blocking copy
-    behind an event instead: reading it an update later waits only for that event, which the device
-    passed long ago. Elsewhere the flag is read directly (there is no queue to drain).
-    """
+class FiniteFlag(HostCopy):
+    """Whether a loss is finite, brought to the host without waiting (:class:`HostCopy`)."""
 
     def __init__(self, loss: torch.Tensor) -> None:
+        super().__init__(torch.isfinite(loss))
         self.loss = loss
-        flag = torch.isfinite(loss)
-        self._event = None
-        if flag.device.type == "cuda":
-            self._flag = torch.empty((), dtype=torch.bool, pin_memory=True)
-            self._flag.copy_(flag, non_blocking=True)
-            self._event = torch.cuda.Event()
-            self._event.record()
-        else:
-            self._flag = flag
-
-    def __bool__(self) -> bool:
-        if self._event is not None:
-            self._event.synchronize()
-        return bool(self._flag)
 
 
 class GPTModule(pl.LightningModule):

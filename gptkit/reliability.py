@@ -8,7 +8,9 @@
   never stopped (Lightning does not restore them itself).
 - :class:`Preemption` turns SIGTERM, Ctrl-C (SIGINT) and, on SLURM with auto-requeue, the requeue
   signal into a stop at the next update boundary, writes ``last.ckpt`` there, and (for the requeue
-  signal) requeues the job. ``gptkit fit`` then exits with status 128 + the signal number.
+  signal) requeues the job. ``gptkit fit`` then exits with status 128 + the signal number. Under
+  DDP every process stops at the same update (see :meth:`Preemption.agree`).
+- :class:`HostCopy` brings a small device tensor to the host without making the host wait.
 
 The data order's position is saved by :class:`gptkit.data.sampler.ResumableDataLoader`.
 """
@@ -41,6 +43,31 @@ class Preempted(GptkitError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class HostCopy:
+    """A small device tensor's value, brought to the host without making the host wait for the device.
+
+    ``bool(cuda_tensor)`` or ``.item()`` waits for every kernel queued so far, which drains the GPU's
+    queue. On CUDA the value is copied into pinned host memory by a non-blocking copy behind an event
+    instead: reading it a step later waits only for that event, which the device passed long ago.
+    Elsewhere the value is read directly (there is no queue to drain).
+    """
+
+    def __init__(self, value: torch.Tensor) -> None:
+        self._event = None
+        if value.device.type == "cuda":
+            self._value = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            self._value.copy_(value, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._value = value
+
+    def __bool__(self) -> bool:
+        if self._event is not None:
+            self._event.synchronize()
+        return bool(self._value)
 
 
 # -- atomic checkpoint files ----------------------------------------------------------------------
@@ -155,13 +182,20 @@ class Preemption(pl.Callback):
     SIGINT (and the requeue signal) the same way, then saves ``last.ckpt`` at that boundary, so the
     saved model, optimizer, schedule, data position and RNG states belong to one and the same update.
     A second Ctrl-C interrupts at once, without saving.
+
+    Under DDP the processes must stop at the same update. Lightning 2.6 broadcasts from inside its
+    SIGTERM handler, where the collective can pair with another process's gradient all-reduce and
+    hang; here the handlers only record the request and forward SIGTERM to the other local processes,
+    and :meth:`agree` settles it at a fixed point of every update.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.requeue = False
         self.saved: Path | None = None
+        self.stop_requested = False
         self._previous: dict[int, Any] = {}
+        self._pending: HostCopy | None = None
 
     def _signals(self, trainer: pl.Trainer) -> list[int]:
         from lightning_fabric.plugins.environments import SLURMEnvironment
@@ -175,6 +209,11 @@ class Preemption(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or os.name == "nt":
             return
+        self.stop_requested, self._pending = False, None
+        # Lightning composes its SIGTERM handler from this attribute when fit starts (after setup)
+        trainer._signal_connector._sigterm_notifier_fn = self._make_handler(trainer)
+        if trainer.world_size > 1 and hasattr(trainer.fit_loop.epoch_loop, "_broadcast_sigterm_tensor"):
+            trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = lambda: self.agree(trainer)
         for signum in self._signals(trainer):
             try:
                 self._previous[signum] = signal.signal(signum, self._make_handler(trainer))
@@ -185,11 +224,35 @@ class Preemption(pl.Callback):
         def handler(signum, frame):
             if self.signum == signal.SIGINT and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # the second Ctrl-C: stop now
+            first = self.signum is None
             self.signum = signum
             self.requeue = signum != signal.SIGINT
-            trainer._signal_connector.received_sigterm = True  # Lightning stops at the next boundary
+            if signum == signal.SIGTERM and first and trainer.strategy.launcher is not None:
+                trainer.strategy.launcher.kill(signum)  # the other local processes, as Lightning does
+            if trainer.world_size > 1:
+                self.stop_requested = True  # settled by agree(), so that every process stops together
+            else:
+                trainer._signal_connector.received_sigterm = True  # Lightning stops at the next boundary
 
         return handler
+
+    def agree(self, trainer: pl.Trainer) -> None:
+        """Called by Lightning's training loop at the start of every update under DDP.
+
+        Each update all-reduces (max) whether any process has been asked to stop, and reads the
+        previous update's result, copied to the host without waiting (:class:`HostCopy`): all
+        processes read the same value at the same update, so they raise ``SIGTERMException``
+        together, one update after the signal, and the host never waits for the GPU here.
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None and pending:
+            trainer._signal_connector.received_sigterm = True
+            if self.signum is None:
+                self.signum = signal.SIGTERM
+            raise SIGTERMException()
+        flag = torch.tensor([int(self.stop_requested)], device=trainer.strategy.root_device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        self._pending = HostCopy(flag)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for signum, previous in self._previous.items():

@@ -343,3 +343,40 @@ def test_ddp_fine_tuning_with_length_grouped_batches(tmp_path):
                   cwd=tmp_path, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr and out.stderr.count("step 6/6") == 1
+
+
+@pytest.mark.parametrize("recipe", ["pretrain", "finetune"])
+def test_ddp_sigterm_stops_every_process_at_one_update(corpus, tmp_path, recipe):
+    """SIGTERM to the launching process under DDP: every process stops at the same update and rank 0
+    saves a resumable last.ckpt (no collective is started inside a signal handler, which could pair
+    with another rank's gradient all-reduce and hang)."""
+    from finetune_helpers import GLUE, tiny_tokenizer
+
+    root, path = corpus
+    ddp = ["trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_steps=100000",
+           "logging.progress=plain", "trainer.log_every_n_steps=5"]
+    if recipe == "pretrain":
+        args = ["fit", QUICK, *tiny_args(path, root, "ddp-term"), "data.batch_size=4", *ddp]
+        run = root / "runs" / "ddp-term"
+    else:
+        tiny_tokenizer().save(tmp_path / "tok.json")
+        args = ["fit", str(REPO / "recipes" / "stsb.yaml"), f"data.root={GLUE}", f"tokenizer.path={tmp_path / 'tok.json'}",
+                f"run.dir={tmp_path / 'runs'}", "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
+                "model.n_ctx=64", "data.batch_size=2", "trainer.limit_val_batches=2", *ddp]
+        run = tmp_path / "runs" / "stsb"
+    log = tmp_path / "stderr.txt"
+    proc = start_cli(args, tmp_path, log)
+    wait_for(log, "step 10/", proc, timeout=120)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["pkill", "-9", "-f", str(run)], check=False)
+        proc.kill()
+        raise AssertionError(f"DDP run hung after SIGTERM:\n{log.read_text()[-3000:]}") from None
+    err = log.read_text()
+    assert rc == 143, err[-3000:]
+    assert "Traceback" not in err
+    line = next(ln for ln in err.splitlines() if ln.startswith("stopped:"))
+    step = int(line.split("after update ")[1].split(";")[0])
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step >= 10
