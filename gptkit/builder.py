@@ -57,7 +57,12 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
             path = folder / "last.ckpt"
         else:
             best = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
-            path = best[-1] if best else folder / "best.ckpt"
+            if not best:
+                raise CheckpointError(
+                    f"ckpt_path=best: run '{cfg.run.name}' has no best checkpoint in {folder} (one is saved at each "
+                    "validation that improves checkpoint.monitor); use ckpt_path=last, or check run.name / run.dir"
+                )
+            path = best[-1]
         if not path.is_file():
             raise CheckpointError(f"ckpt_path={ckpt}: {path} does not exist (has run '{cfg.run.name}' saved one?)")
         return str(path)
@@ -115,8 +120,8 @@ def build_tokenizer(cfg: DictConfig, sources: list | None) -> tuple[Any, str]:
         if sources is None:
             raise DataError(f"tokenizer.path {path} does not exist and there is no corpus to train one on")
     else:
-        for ckpt in (cfg.ckpt_path, cfg.init.checkpoint):
-            if ckpt and ckpt not in ("last", "best") and Path(ckpt).expanduser().exists():
+        for ckpt in (resolve_ckpt_path(cfg), cfg.init.checkpoint):
+            if ckpt and Path(ckpt).expanduser().exists():
                 info = checkpoint_tokenizer(ckpt)
                 if info:
                     return _load_tokenizer_record(info, ckpt)
@@ -239,6 +244,46 @@ def init_from(module, checkpoint: str, n_transfer: int | None) -> None:
         + (f" (embeddings + {n_transfer} blocks)" if n_transfer is not None else ""))
 
 
+ARCHITECTURE = ("n_layer", "n_head", "n_embd", "n_ctx", "n_inner")
+
+
+def checkpoint_model(path: str | os.PathLike) -> dict:
+    """The ``model`` sizes a gptkit checkpoint or pretrained-model folder was made with."""
+    from gptkit.checkpoint import CONFIG_FILE, ckpt_hparams
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        meta = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
+        return dict(meta.get("model") or {})
+    return dict(ckpt_hparams(path).get("model") or {})
+
+
+def adopt_checkpoint_model(cfg: DictConfig, ckpt_path: str | None) -> DictConfig:
+    """Model sizes come from the weights they must fit, not from a recipe's defaults.
+
+    A checkpoint to resume or evaluate (``ckpt_path``) fixes every size; ``init.checkpoint`` fixes
+    the width (``n_embd``, ``n_head``, ``n_inner``), the context (``n_ctx``: its position embeddings)
+    and, when the recipe asks for more blocks than it has and ``init.n_transfer`` is unset, the depth.
+    Each size taken over is logged.
+    """
+    if ckpt_path:
+        source, fields = ckpt_path, ARCHITECTURE
+    elif cfg.init.checkpoint and Path(cfg.init.checkpoint).expanduser().exists():
+        source, fields = cfg.init.checkpoint, ("n_head", "n_embd", "n_inner", "n_ctx")
+    else:
+        return cfg
+    theirs = checkpoint_model(source)
+    changes = {f: theirs[f] for f in fields if f in theirs and theirs[f] != cfg.model[f]}
+    if not ckpt_path and theirs.get("n_layer", cfg.model.n_layer) < cfg.model.n_layer and cfg.init.n_transfer is None:
+        changes["n_layer"] = theirs["n_layer"]
+    if not changes:
+        return cfg
+    log(f"model sizes from {source}: " + ", ".join(f"model.{k}={v} (recipe: {cfg.model[k]})" for k, v in changes.items()))
+    adopted = OmegaConf.merge(cfg, {"model": changes})
+    OmegaConf.set_readonly(adopted, True)
+    return adopted
+
+
 def check_resume(ckpt_path: str, tokenizer_record: dict) -> None:
     """Refuse to resume or evaluate a checkpoint with a tokenizer other than the one it was trained with."""
     from gptkit.checkpoint import ckpt_hparams
@@ -357,6 +402,7 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
     ckpt_path = resolve_ckpt_path(cfg)
     if verb == "fit" and ckpt_path is None:
         guard_run_dir(cfg, rdir)
+    cfg = adopt_checkpoint_model(cfg, ckpt_path)
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
 
     sources = None
@@ -420,8 +466,12 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
     """
     if verb == "predict":
         return {str(p): float("nan") for p in predict(cfg)}
-    c = build(cfg, verb)
     ckpt_path = resolve_ckpt_path(cfg)
+    if verb != "fit" and ckpt_path is None and (cfg.data.name != "pretrain" or not cfg.init.checkpoint):
+        # a fine-tuning recipe's init.checkpoint has no trained head: scoring it would mean nothing
+        raise ConfigError(f"`gptkit {verb}` needs a checkpoint of the run: add ckpt_path=best (or last, or "
+                          "PATH of a .ckpt file)")
+    c = build(cfg, verb)
     if verb == "fit":
         c.datamodule.prepare_data()
         c.datamodule.setup("fit")
@@ -433,8 +483,6 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
         best = c.trainer.checkpoint_callback.best_model_path
         log(f"done: last checkpoint {c.run_dir / 'checkpoints' / 'last.ckpt'}" + (f", best {best}" if best else ""))
     else:
-        if ckpt_path is None and not cfg.init.checkpoint:
-            raise ConfigError(f"`gptkit {verb}` needs a checkpoint: add ckpt_path=PATH (or ckpt_path=best / last)")
         getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in c.trainer.callback_metrics.items() if v.numel() == 1}
     if verb in ("validate", "test") and rank_zero_only.rank == 0:

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,17 @@ def test_compile_mode_reaches_torch_compile(monkeypatch, overrides, expected):
     module.configure_model()
     module.configure_model()  # Lightning may call it again (e.g. after a restart): compiled once
     assert calls == ([] if expected is None else [{"mode": expected}])
+
+
+def test_ckpt_path_best_names_what_is_missing(tmp_path):
+    from gptkit.builder import resolve_ckpt_path
+    from gptkit.errors import CheckpointError
+
+    cfg = load_config(None, [f"run.dir={tmp_path}", "run.name=r", "ckpt_path=best"])
+    with pytest.raises(CheckpointError, match=r"run 'r' has no best checkpoint in .*checkpoints \(one is saved at each"):
+        resolve_ckpt_path(cfg)
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    for i, name in enumerate(("best-step4-val_loss3.1000.ckpt", "best-step8-val_loss2.9000.ckpt")):
+        (tmp_path / "r" / "checkpoints" / name).write_bytes(b"")
+        os.utime(tmp_path / "r" / "checkpoints" / name, (1e9 + i, 1e9 + i))
+    assert resolve_ckpt_path(cfg).endswith("best-step8-val_loss2.9000.ckpt")  # the newest

@@ -102,8 +102,9 @@ def test_mnli_fit_logs_matched_and_mismatched(tmp_path):
     """In-process build + Trainer: two validation sets, metric names with their suffixes."""
     from finetune_helpers import GLUE
 
-    from gptkit.builder import run
+    from gptkit.builder import build, run
     from gptkit.config import load_config
+    from gptkit.errors import ConfigError
 
     tiny_tokenizer().save(tmp_path / "tok.json")
     cfg = load_config(str(Path(__file__).parent.parent / "recipes" / "mnli.yaml"), [
@@ -120,7 +121,22 @@ def test_mnli_fit_logs_matched_and_mismatched(tmp_path):
 
     from gptkit.builder import predict
 
-    cfg = OmegaConf.merge(cfg, {"ckpt_path": "last"})
+    # Evaluating the run needs only the recipe, the data and the run: tokenizer and sizes come from the
+    # checkpoint (the recipe's defaults are the paper's 12 x 768).
+    plain = [f"data.root={GLUE}", f"run.dir={tmp_path}", "trainer.accelerator=cpu", "trainer.devices=1",
+             "logging.progress=none"]
+    recipe = str(Path(__file__).parent.parent / "recipes" / "mnli.yaml")
+    tested = run("test", load_config(recipe, [*plain, "ckpt_path=best"]))
+    assert {"test/acc_matched", "test/acc_mismatched"} <= set(tested)
+    with pytest.raises(ConfigError, match="needs a checkpoint of the run: add ckpt_path=best"):
+        run("validate", load_config(recipe, plain))
+    # a new fine-tuning run from this one takes its width and depth from init.checkpoint
+    last = tmp_path / "mnli" / "checkpoints" / "last.ckpt"
+    c = build(load_config(str(Path(__file__).parent.parent / "recipes" / "rte.yaml"),
+                          [f"data.root={GLUE}", f"run.dir={tmp_path}", f"init.checkpoint={last}"]))
+    assert (c.module.backbone.config.n_layer, c.module.backbone.config.n_embd, c.module.backbone.config.n_head) == (1, 16, 2)
+    assert c.cfg.model.n_embd == 16 and "n_embd: 16" in (tmp_path / "rte" / "config.yaml").read_text()
+    cfg = OmegaConf.merge(load_config(recipe, plain), {"ckpt_path": "last"})
     paths = predict(cfg)
     assert [p.name for p in paths] == ["MNLI-m.tsv", "MNLI-mm.tsv"]
     for p in paths:
