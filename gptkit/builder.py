@@ -369,6 +369,7 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
 
 
 def build_trainer(cfg: DictConfig, rdir: Path) -> pl.Trainer:
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from gptkit.reliability import AtomicCheckpointIO
@@ -387,7 +388,7 @@ def build_trainer(cfg: DictConfig, rdir: Path) -> pl.Trainer:
             enable_progress_bar=bar,
             enable_model_summary=False,
         )
-    except (ValueError, TypeError, RuntimeError) as exc:  # Lightning's MisconfigurationException is a ValueError
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
         detail = " ".join(str(exc).split())
         raise ConfigError(f"the trainer.* settings are not accepted by Lightning: {detail}") from None
 
@@ -400,6 +401,11 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls left outside autocast
     rdir = run_dir(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
+    if cfg.init.checkpoint and not Path(cfg.init.checkpoint).expanduser().exists():
+        raise CheckpointError(
+            f"init.checkpoint {cfg.init.checkpoint} does not exist; give a gptkit .ckpt file (e.g. "
+            "runs/<pretraining run>/checkpoints/last.ckpt) or a `gptkit import` folder"
+        )
     if verb == "fit" and ckpt_path is None:
         guard_run_dir(cfg, rdir)
     cfg = adopt_checkpoint_model(cfg, ckpt_path)

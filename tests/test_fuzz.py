@@ -60,6 +60,8 @@ CASES = [
     ("trainer-bad-devices", *corpus("a.txt", TEXT), "should be an int > 0"),
     ("trainer-bad-precision", *corpus("a.txt", TEXT), "trainer.* settings are not accepted"),
     ("trainer-bad-strategy", *corpus("a.txt", TEXT), "trainer.* settings are not accepted"),
+    ("trainer-negative-steps", *corpus("a.txt", TEXT), "not accepted by Lightning: `max_steps` must be a non-negative"),
+    ("init-missing", *corpus("a.txt", TEXT), "init.checkpoint nope/last.ckpt does not exist; give a gptkit .ckpt"),
     # -- corpora
     ("corpus-binary", *corpus("g.txt", GARBAGE), "g.txt: not UTF-8 text"),
     ("corpus-invalid-utf8-late", *corpus("u.txt", TEXT.encode() + b"\xc3\x28 tail"), "u.txt: not UTF-8 text"),
@@ -100,6 +102,8 @@ EXTRA = {
     "trainer-bad-devices": ["trainer.devices=abc"],
     "trainer-bad-precision": ["trainer.precision=17"],
     "trainer-bad-strategy": ["trainer.strategy=nonsense"],
+    "trainer-negative-steps": ["trainer.max_steps=-5"],
+    "init-missing": ["init.checkpoint=nope/last.ckpt"],
     "ckpt-missing": ["ckpt_path=gone.ckpt"],
 }
 VERB = {"validate-without-ckpt": "validate"}
