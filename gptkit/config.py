@@ -227,6 +227,8 @@ def load_config(recipe: str | Path | None, overrides: list[str] | tuple[str, ...
     cfg = OmegaConf.structured(GptkitConfig)
     for where, data in layers:
         _check_keys(data, GptkitConfig, str(where))
+        if isinstance(data.get("data"), dict) and isinstance(data["data"].get("files"), str):
+            data["data"]["files"] = [data["data"]["files"]]  # data.files=my.txt: a list of one
         try:
             cfg = OmegaConf.merge(cfg, data)
         except OmegaConfBaseException as exc:

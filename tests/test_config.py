@@ -109,3 +109,9 @@ def test_ckpt_path_best_names_what_is_missing(tmp_path):
         (tmp_path / "r" / "checkpoints" / name).write_bytes(b"")
         os.utime(tmp_path / "r" / "checkpoints" / name, (1e9 + i, 1e9 + i))
     assert resolve_ckpt_path(cfg).endswith("best-step8-val_loss2.9000.ckpt")  # the newest
+
+
+def test_a_single_data_file_needs_no_brackets(tmp_path):
+    assert list(load_config(None, ["data.files=my.txt"]).data.files) == ["my.txt"]
+    (tmp_path / "r.yaml").write_text("data:\n  files: corpus/*.txt\n")
+    assert list(load_config(tmp_path / "r.yaml").data.files) == ["corpus/*.txt"]

@@ -128,6 +128,8 @@ class PretrainDataModule(pl.LightningDataModule):
         return self.val_dataloader()
 
     def summary(self) -> str:
-        return (f"pretraining data: {self.shards.n_tokens:,} tokens in {len(self.shards.paths)} shard(s) at "
-                f"{self.shards.root}; {len(self.train_set):,} train / {len(self.val_set):,} val blocks of "
-                f"{self.n_ctx} tokens")
+        names = [s.path.name for s in self.sources]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        return (f"pretraining data: {self.shards.n_tokens:,} tokens from {len(names)} file(s) ({shown}) in "
+                f"{len(self.shards.paths)} shard(s) at {self.shards.root}; {len(self.train_set):,} train / "
+                f"{len(self.val_set):,} val blocks of {self.n_ctx} tokens")
