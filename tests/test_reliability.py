@@ -380,3 +380,13 @@ def test_ddp_sigterm_stops_every_process_at_one_update(corpus, tmp_path, recipe)
     line = next(ln for ln in err.splitlines() if ln.startswith("stopped:"))
     step = int(line.split("after update ")[1].split(";")[0])
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step >= 10
+
+
+def test_ddp_with_fewer_validation_blocks_than_processes(corpus, tmp_path):
+    root, path = corpus
+    out = run_cli("fit", QUICK, *tiny_args(path, root, "ddp-small-val"), "data.val_fraction=0.001",
+                  "trainer.strategy=ddp", "trainer.devices=2", "data.batch_size=4", cwd=tmp_path, timeout=240)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    assert "the validation set has 1 block(s) of 32 tokens, fewer than the 2 processes" in out.stderr
+    assert "raise data.val_fraction (now 0.001)" in out.stderr

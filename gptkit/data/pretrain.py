@@ -119,6 +119,12 @@ class PretrainDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         # each process evaluates its own share exactly once (no padding), the metric sums over processes
         n, rank = self._replicas()
+        if len(self.val_set) < n:
+            raise DataError(
+                f"the validation set has {len(self.val_set)} block(s) of {self.n_ctx} tokens, fewer than the "
+                f"{n} processes that each evaluate a share of it; raise data.val_fraction (now "
+                f"{self.val_fraction}) or add more text"
+            )
         sampler = ResumableSampler(self.val_set, shuffle=False, num_replicas=n, rank=rank, pad=False)
         return DataLoader(self.val_set, batch_size=self.eval_batch_size, sampler=sampler,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
