@@ -135,8 +135,8 @@ class PlainProgress(pl.Callback):
             self._seen_first = True
             first = trainer.logged_metrics.get("train/first_update_s")
             if first is not None:
-                self._write(trainer, f"first update: {float(first):.1f}s (torch.compile and warm-up; "
-                                     "tokens/s leaves it out)")
+                what = "torch.compile and warm-up" if getattr(pl_module, "_compiled", False) else "warm-up"
+                self._write(trainer, f"first update: {float(first):.1f}s ({what}; tokens/s leaves it out)")
         step = trainer.global_step
         if step % self.every or getattr(self, "_last", None) == step:
             return

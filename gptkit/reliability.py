@@ -269,7 +269,7 @@ class Preemption(pl.Callback):
             return
         cb = trainer.checkpoint_callback
         cb.last_model_path = str(path)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume from (not a load)
         self.saved = path
         if self.requeue and trainer.is_global_zero:
             requeue_slurm_job()
