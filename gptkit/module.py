@@ -271,6 +271,10 @@ class GPTModule(pl.LightningModule):
                              is not None, bool(self.trainer.gradient_clip_val))
         optimizer = make_optimizer(self, o["lr"], o["weight_decay"], o["betas"], o["eps"], fused)
         total = int(self.trainer.estimated_stepping_batches)
+        # Estimating from epochs makes Lightning build the train loader now, before a resumed run's
+        # checkpoint is restored; it would then never load the saved data position into it (the run
+        # would restart its epoch's order). Dropping it makes the fit loop build it again, restored.
+        self.trainer.fit_loop._combined_loader = None
         warmup = o["warmup_steps"] if o.get("warmup_ratio") is None else math.ceil(o["warmup_ratio"] * total)
         warmup = max(1, warmup)
         schedule = o["schedule"]

@@ -135,3 +135,37 @@ def test_loader_state_counts_handed_out_batches_even_with_workers():
     assert torch.cat(seen + rest).sort().values.tolist() == list(range(50))
     assert loader.state_dict() == {**state, "position": 50}
     assert len(list(loader)) == 13 and loader.state_dict()["epoch"] == 1  # the next epoch, in a new order
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_fine_tuning_resumes_exactly(tmp_path, group):
+    """Fine-tuning data modules use the same resumable order (plain or length-grouped batches)."""
+    from finetune_helpers import GLUE, tiny_tokenizer
+
+    tiny_tokenizer().save(tmp_path / "tok.json")
+    args = [f"data.root={GLUE}", f"tokenizer.path={tmp_path / 'tok.json'}", f"run.dir={tmp_path}", "model.n_layer=1",
+            "model.n_head=2", "model.n_embd=16", "model.n_ctx=64", "data.batch_size=4", "trainer.max_steps=16",
+            "trainer.limit_val_batches=2", "trainer.val_check_interval=4", "trainer.check_val_every_n_epoch=null",
+            "checkpoint.every_n_train_steps=4", f"data.group_by_length={group}",
+            "trainer.accelerator=cpu", "trainer.devices=1", "logging.progress=none", "logging.throughput=false"]
+    recipe = str(REPO / "recipes" / "stsb.yaml")
+
+    def fit_task(extra, record):
+        cfg = load_config(recipe, [*args, *extra])
+        c = build(cfg)
+        c.datamodule.prepare_data()
+        c.datamodule.setup("fit")
+        c.trainer.callbacks.append(record)
+        fit_or_stop(c, resolve_ckpt_path(cfg))
+        return c
+
+    baseline = Record()
+    c = fit_task(["run.name=baseline"], baseline)
+    assert len(c.datamodule.train_dataloader()) < 16  # the run crosses an epoch boundary
+    with pytest.raises(RuntimeError, match="simulated"):
+        fit_task(["run.name=stopped"], Record(10, "crash"))
+    resumed = Record()
+    fit_task(["run.name=stopped", "ckpt_path=last"], resumed)
+    assert sorted(resumed.losses) == list(range(9, 17))  # from the periodic checkpoint of update 8
+    for step in resumed.losses:
+        assert resumed.losses[step] == pytest.approx(baseline.losses[step], rel=1e-5, abs=1e-6), step

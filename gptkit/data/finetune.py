@@ -14,7 +14,6 @@ labelled or not, for prediction files.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,10 +21,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from gptkit import console
-from gptkit.errors import ConfigError
+from gptkit.data.sampler import ResumableDataLoader, ResumableSampler
+from gptkit.errors import ConfigError, DataError
 from gptkit.tasks import get_task
 from gptkit.tasks.base import Encoded, ReadStats, collate, encode
 
@@ -51,7 +51,7 @@ class SplitData:
         return f"{text}, {self.truncated} truncated to n_ctx={n_ctx}"
 
 
-class LengthGroupedSampler(DistributedSampler):
+class LengthGroupedSampler(ResumableSampler):
     """Random training batches of examples of similar length, to waste less compute on padding.
 
     Each epoch: shuffle all examples, cut them into chunks of ``chunk_batches`` global batches (one
@@ -60,21 +60,19 @@ class LengthGroupedSampler(DistributedSampler):
     ``batch_size`` equal to ``batch_size``, each process's batch ``i`` is its share of global batch
     ``i``. Every example is seen once per epoch (under DDP the last global batch is padded by
     repeating the first examples, so every process takes the same number of batches); the order
-    depends only on ``seed`` and the epoch (Lightning calls ``set_epoch``). It is a
-    ``DistributedSampler``, so Lightning keeps it under DDP instead of injecting its own.
+    depends only on ``seed`` and the epoch. Like its base :class:`ResumableSampler` it is a
+    ``DistributedSampler`` (Lightning keeps it under DDP) and resumes mid-epoch.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int, chunk_batches: int = 50,
                  num_replicas: int = 1, rank: int = 0) -> None:
-        super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        super().__init__(lengths, shuffle=True, seed=seed, num_replicas=num_replicas, rank=rank)
         self.lengths = lengths
         self.batch_size = batch_size
         self.global_batch = batch_size * num_replicas
         self.chunk = self.global_batch * chunk_batches
-        self.total_size = -(-len(lengths) // num_replicas) * num_replicas
-        self.num_samples = self.total_size // num_replicas
 
-    def __iter__(self) -> Iterator[int]:
+    def order(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=g).tolist()
         batches = []
@@ -87,7 +85,7 @@ class LengthGroupedSampler(DistributedSampler):
             batches.remove(last)
             missing = -len(last) % self.num_replicas
             batches.append(last + [i for b in batches or [last] for i in b][:missing])
-        return iter([i for b in batches for i in b[self.rank :: self.num_replicas]])
+        return [i for b in batches for i in b[self.rank :: self.num_replicas]]
 
 
 class FinetuneDataModule(pl.LightningDataModule):
@@ -197,31 +195,27 @@ class FinetuneDataModule(pl.LightningDataModule):
 
     # -- dataloaders -------------------------------------------------------------------------------
     def _loader(self, split: str, train: bool = False) -> DataLoader:
+        """Training: a seeded order that resumes mid-epoch and splits the examples between DDP
+        processes (:mod:`gptkit.data.sampler`). Evaluation: every example exactly once per process
+        group, no padding."""
         data = self._load(split).examples
-        if train and self.group_by_length:
-            lengths = [max(len(s) for s in e.sequences) for e in data]
-            trainer = self.trainer
-            replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            return DataLoader(
-                data,  # type: ignore[arg-type]
-                batch_size=self.batch_size,
-                sampler=LengthGroupedSampler(lengths, self.batch_size, self.seed, num_replicas=replicas, rank=rank),
-                num_workers=self.num_workers,
-                collate_fn=self._collate,
-                pin_memory=self.pin_memory,
-                persistent_workers=self.num_workers > 0,
-            )
-        generator = torch.Generator().manual_seed(self.seed) if train else None
-        return DataLoader(
-            data,  # type: ignore[arg-type]  # a list of Encoded is a map-style dataset
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            generator=generator,
-            num_workers=self.num_workers,
-            collate_fn=self._collate,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        trainer = self.trainer
+        n, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        common = {"collate_fn": self._collate, "num_workers": self.num_workers, "pin_memory": self.pin_memory,
+                  "persistent_workers": self.num_workers > 0}
+        if train:
+            if self.group_by_length:
+                lengths = [max(len(s) for s in e.sequences) for e in data]
+                sampler = LengthGroupedSampler(lengths, self.batch_size, self.seed, num_replicas=n, rank=rank)
+            else:
+                sampler = ResumableSampler(data, shuffle=True, seed=self.seed, num_replicas=n, rank=rank)
+            return ResumableDataLoader(data, sampler, batch_size=self.batch_size, **common)
+        if len(data) < n:
+            raise DataError(f"the {split} split of {self.task.title} has {len(data)} example(s), fewer than the "
+                            f"{n} processes that each evaluate a share of it; run it with fewer processes")
+        sampler = ResumableSampler(data, shuffle=False, num_replicas=n, rank=rank, pad=False)
+        return DataLoader(data, batch_size=self.eval_batch_size, sampler=sampler,  # type: ignore[arg-type]
+                          generator=torch.Generator().manual_seed(self.seed), **common)
 
     def _loaders(self, splits: tuple[str, ...]) -> DataLoader | list[DataLoader]:
         loaders = [self._loader(s) for s in splits]
