@@ -120,7 +120,10 @@ def build_tokenizer(cfg: DictConfig, sources: list | None) -> tuple[Any, str]:
         if sources is None:
             raise DataError(f"tokenizer.path {path} does not exist and there is no corpus to train one on")
     else:
-        for ckpt in (resolve_ckpt_path(cfg), cfg.init.checkpoint):
+        # A fine-tuning run's tokenizer is its checkpoint's (also for ckpt_path=last/best); pretraining
+        # derives its own from the corpus, and resuming checks it against the checkpoint's.
+        named = cfg.ckpt_path if cfg.ckpt_path not in ("last", "best", "auto") else None
+        for ckpt in (resolve_ckpt_path(cfg) if sources is None else named, cfg.init.checkpoint):
             if ckpt and Path(ckpt).expanduser().exists():
                 info = checkpoint_tokenizer(ckpt)
                 if info:
@@ -347,11 +350,15 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
     c = cfg.checkpoint
     monitor_name = c.monitor.replace("/", "_")
     callbacks: list[pl.Callback] = [
+        # the best checkpoints, at validation (first: it is trainer.checkpoint_callback)
         ModelCheckpoint(
             dirpath=rdir / "checkpoints", filename=f"best-step{{step}}-{monitor_name}{{{c.monitor}:.4f}}",
-            monitor=c.monitor, mode=c.mode, save_top_k=c.save_top_k, save_last=True,
-            auto_insert_metric_name=False, every_n_train_steps=c.every_n_train_steps,
+            monitor=c.monitor, mode=c.mode, save_top_k=c.save_top_k, auto_insert_metric_name=False,
         ),
+        # last.ckpt every checkpoint.every_n_train_steps (null: at each validation). Apart, because
+        # Lightning defers a monitoring callback's periodic saves until the monitored metric exists.
+        ModelCheckpoint(dirpath=rdir / "checkpoints", save_top_k=0, save_last=True,
+                        every_n_train_steps=c.every_n_train_steps),
         LearningRateMonitor(logging_interval="step"),
         RNGState(),
         Preemption(),

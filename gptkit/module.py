@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric
 from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
 from gptkit.optim import choose_fused, make_optimizer, schedule_factor
-from gptkit.reliability import HostCopy
+from gptkit.reliability import HostCopy, last_checkpoint_callback
 
 
 class NonFiniteLossError(GptkitError):
@@ -194,7 +194,7 @@ class GPTModule(pl.LightningModule):
         if pending is None or pending[0]:
             return
         loss, update = pending[0].loss, pending[1]
-        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or ""
+        ckpt = getattr(last_checkpoint_callback(self.trainer), "last_model_path", "") or ""
         where = (f"The last checkpoint is {ckpt}; resume from it with ckpt_path=last" if ckpt
                  else "No checkpoint was saved before it; start again")
         raise NonFiniteLossError(

@@ -29,6 +29,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from gptkit.console import log
@@ -168,8 +169,13 @@ class RNGState(pl.Callback):
 
 
 # -- preemption -----------------------------------------------------------------------------------
+def last_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that writes ``last.ckpt`` (the first one with ``save_last``)."""
+    return next((cb for cb in trainer.checkpoint_callbacks if cb.save_last), trainer.checkpoint_callback)
+
+
 def last_checkpoint_path(trainer: pl.Trainer) -> Path | None:
-    cb = trainer.checkpoint_callback
+    cb = last_checkpoint_callback(trainer)
     if cb is None or cb.dirpath is None:
         return None
     return Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
@@ -267,8 +273,7 @@ class Preemption(pl.Callback):
         path = last_checkpoint_path(trainer)
         if path is None:
             return
-        cb = trainer.checkpoint_callback
-        cb.last_model_path = str(path)
+        last_checkpoint_callback(trainer).last_model_path = str(path)
         trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume from (not a load)
         self.saved = path
         if self.requeue and trainer.is_global_zero:

@@ -186,7 +186,7 @@ def test_nonfinite_loss_stops_with_step_and_checkpoint(corpus):
                                                  r".*last\.ckpt; resume from it with ckpt_path=last"):
         fit([*tiny_args(path, root, "nan-stop"), "trainer.max_steps=10"], PoisonAt(7))
     assert torch.load(root / "runs" / "nan-stop" / "checkpoints" / "last.ckpt",
-                      weights_only=True)["global_step"] == 5  # the last good one (validation at 5), untouched
+                      weights_only=True)["global_step"] == 4  # the last good one (periodic, every 4), untouched
 
 
 def test_nonfinite_loss_skip_skips_the_batch(corpus, capsys):
@@ -390,3 +390,14 @@ def test_ddp_with_fewer_validation_blocks_than_processes(corpus, tmp_path):
     assert "Traceback" not in out.stderr
     assert "the validation set has 1 block(s) of 32 tokens, fewer than the 2 processes" in out.stderr
     assert "raise data.val_fraction (now 0.001)" in out.stderr
+
+
+def test_periodic_checkpoint_before_the_first_validation(corpus):
+    """last.ckpt is written every checkpoint.every_n_train_steps even before validation has produced
+    the monitored metric (Lightning defers a monitoring callback's periodic saves until then)."""
+    root, path = corpus
+    with pytest.raises(RuntimeError, match="simulated"):
+        fit([*tiny_args(path, root, "early-crash"), "trainer.val_check_interval=10"], Record(7, "crash"))
+    folder = root / "runs" / "early-crash" / "checkpoints"
+    assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # no validation yet, so no best
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 4
