@@ -179,6 +179,12 @@ COMMANDS = {"fit": cmd_recipe, "validate": cmd_recipe, "test": cmd_recipe, "pred
             "glue": cmd_glue}
 
 
+def _rank() -> int:
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from gptkit.errors import GptkitError
@@ -186,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.verb](args)
     except GptkitError as exc:
-        print(f"{getattr(exc, 'prefix', 'error')}: {exc}", file=sys.stderr)
+        prefix = getattr(exc, "prefix", "error")
+        if prefix == "error" or _rank() == 0:  # a clean stop is reported once; errors by every process
+            print(f"{prefix}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
