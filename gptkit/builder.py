@@ -519,10 +519,13 @@ def predict(cfg: DictConfig) -> list[Path]:
 
     if cfg.data.name == "pretrain":
         raise ConfigError("`gptkit predict` needs a fine-tuning recipe (data.name set to a task, e.g. sst2)")
-    c = build(cfg, "predict")
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is None:
         raise ConfigError("`gptkit predict` needs a fine-tuned checkpoint: add ckpt_path=PATH (or ckpt_path=best)")
+    c = build(cfg, "predict")
+    if c.trainer.world_size > 1:  # each process would write only its own share of the test set
+        raise ConfigError(f"`gptkit predict` writes its files from one process, but trainer.devices / num_nodes "
+                          f"give {c.trainer.world_size}; add trainer.devices=1 trainer.num_nodes=1")
     outputs = c.trainer.predict(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
     task = c.module.task
     splits = c.datamodule.predict_split_names

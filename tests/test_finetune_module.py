@@ -142,3 +142,6 @@ def test_mnli_fit_logs_matched_and_mismatched(tmp_path):
     for p in paths:
         lines = p.read_text().splitlines()
         assert lines[0] == "index\tprediction" and lines[1].split("\t")[1] in ("entailment", "neutral", "contradiction")
+    two = OmegaConf.merge(cfg, {"trainer": {"strategy": "ddp", "devices": 2}})
+    with pytest.raises(ConfigError, match="`gptkit predict` writes its files from one process"):
+        predict(two)  # refused before any process is started
