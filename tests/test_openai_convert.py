@@ -110,6 +110,9 @@ def test_export_hf_parity(tmp_path):
     assert max_diff(model.lm_logits(model(x)), hf_logits(hf, x)) > TOL
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
     assert hf_tok.convert_tokens_to_ids(["very</w>", "_classify_"]) == [963, 40480]
+    ours = OpenAIGPTTokenizer(fast=True)
+    for text in ("a very good café, naïve Zoë said", "don't stop"):  # accents included
+        assert hf_tok.encode(text, add_special_tokens=False) == ours.encode(text), text
 
 
 def test_export_from_lightning_ckpt(tmp_path, capsys):

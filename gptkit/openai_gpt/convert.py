@@ -419,6 +419,12 @@ def _export_tokenizer(tok_path: Path, out: Path) -> None:
 
     backend = _Backend.from_file(str(tok_path))
     (out / "tokenizer.json").write_text(backend.to_str(pretty=True))
+    # AutoTokenizer then loads tokenizer.json as it is; for model_type openai-gpt it would otherwise
+    # rebuild transformers' own openai-gpt pipeline from vocab.json/merges.txt, which treats
+    # accented characters differently
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "<unk>",
+              "additional_special_tokens": list(SPECIAL_TOKENS)}
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     try:
         encoder, merges = vocab_from_backend(backend)
     except GptkitError:
