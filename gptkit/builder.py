@@ -345,20 +345,22 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from gptkit.callbacks import PlainProgress, RichProgress, throughput_monitor
-    from gptkit.reliability import Preemption, RNGState
+    from gptkit.reliability import BestCheckpoint, Preemption, RNGState
 
     c = cfg.checkpoint
     monitor_name = c.monitor.replace("/", "_")
     callbacks: list[pl.Callback] = [
         # the best checkpoints, at validation (first: it is trainer.checkpoint_callback)
-        ModelCheckpoint(
+        BestCheckpoint(
             dirpath=rdir / "checkpoints", filename=f"best-step{{step}}-{monitor_name}{{{c.monitor}:.4f}}",
             monitor=c.monitor, mode=c.mode, save_top_k=c.save_top_k, auto_insert_metric_name=False,
+            legacy_every_n_train_steps=c.every_n_train_steps,
         ),
         # last.ckpt every checkpoint.every_n_train_steps (null: at each validation). Apart, because
         # Lightning defers a monitoring callback's periodic saves until the monitored metric exists.
+        # Always last.ckpt (no last-v1.ckpt when resuming a run saved with other settings; writes are atomic).
         ModelCheckpoint(dirpath=rdir / "checkpoints", save_top_k=0, save_last=True,
-                        every_n_train_steps=c.every_n_train_steps),
+                        every_n_train_steps=c.every_n_train_steps, enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"),
         RNGState(),
         Preemption(),

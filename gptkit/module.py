@@ -153,7 +153,7 @@ class GPTModule(pl.LightningModule):
         if self.objective["nonfinite"] == "skip":
             # a host sync every step: the price of skipping exactly this batch (on every process alike)
             if not bool(torch.isfinite(logs["train/loss"])):
-                return self._skip(loss, update)
+                return self._skip(logs["train/loss"], update)  # the mean: NaN wherever it arose
         else:
             self._raise_if_nonfinite()
             self._pending_loss = (FiniteFlag(logs["train/loss"]), update)

@@ -169,6 +169,27 @@ class RNGState(pl.Callback):
 
 
 # -- preemption -----------------------------------------------------------------------------------
+class BestCheckpoint(ModelCheckpoint):
+    """The ModelCheckpoint keeping the best checkpoints (at validation), which also takes over the
+    saved state of gptkit's earlier single checkpoint callback, so that resuming an older run keeps
+    its best score and best files.
+
+    Lightning finds a callback's saved state by a key built from its settings; checkpoints written
+    before ``last.ckpt`` got its own callback stored that state under the one callback's key.
+    """
+
+    def __init__(self, *args: Any, legacy_every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._legacy_every = legacy_every_n_train_steps
+
+    @property
+    def _legacy_state_key(self) -> str:  # type: ignore[override]
+        every = self._legacy_every or 0  # the key of ModelCheckpoint._generate_state_key, under its class name
+        settings = {"monitor": self.monitor, "mode": self.mode, "every_n_train_steps": every,
+                    "every_n_epochs": 0 if every else 1, "train_time_interval": None}
+        return f"ModelCheckpoint{settings!r}"
+
+
 def last_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
     """The checkpoint callback that writes ``last.ckpt`` (the first one with ``save_last``)."""
     return next((cb for cb in trainer.checkpoint_callbacks if cb.save_last), trainer.checkpoint_callback)
@@ -256,7 +277,8 @@ class Preemption(pl.Callback):
             if self.signum is None:
                 self.signum = signal.SIGTERM
             raise SIGTERMException()
-        flag = torch.tensor([int(self.stop_requested)], device=trainer.strategy.root_device)
+        # a fill on the device: torch.tensor([...], device=cuda) would copy from pageable memory and wait
+        flag = torch.full((1,), int(self.stop_requested), device=trainer.strategy.root_device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         self._pending = HostCopy(flag)
 

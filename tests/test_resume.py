@@ -169,3 +169,33 @@ def test_fine_tuning_resumes_exactly(tmp_path, group):
     assert sorted(resumed.losses) == list(range(9, 17))  # from the periodic checkpoint of update 8
     for step in resumed.losses:
         assert resumed.losses[step] == pytest.approx(baseline.losses[step], rel=1e-5, abs=1e-6), step
+
+
+def test_resuming_a_run_saved_with_one_checkpoint_callback(corpus, monkeypatch):
+    """Runs saved before last.ckpt got its own callback resume into last.ckpt (not last-v1.ckpt) and
+    keep their best score and files."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from gptkit import builder
+
+    root, path = corpus
+    args = [*tiny_args(path, root, "upgrade"), "trainer.max_steps=10"]
+    new_callbacks = builder.build_callbacks
+
+    def old_callbacks(cfg, rdir):  # gptkit's single checkpoint callback of before
+        callbacks, bar = new_callbacks(cfg, rdir)
+        old = ModelCheckpoint(dirpath=rdir / "checkpoints", filename="best-step{step}-val_loss{val/loss:.4f}",
+                              monitor="val/loss", mode="min", save_top_k=1, save_last=True,
+                              auto_insert_metric_name=False, every_n_train_steps=cfg.checkpoint.every_n_train_steps)
+        return [old, *callbacks[2:]], bar
+
+    monkeypatch.setattr(builder, "build_callbacks", old_callbacks)
+    fit(args, Record())
+    monkeypatch.setattr(builder, "build_callbacks", new_callbacks)
+    c = fit([*tiny_args(path, root, "upgrade"), "trainer.max_steps=20", "ckpt_path=last"], Record())
+    folder = root / "runs" / "upgrade" / "checkpoints"
+    names = sorted(p.name for p in folder.iterdir())
+    assert "last.ckpt" in names and not any(n.startswith("last-v") for n in names), names
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 20
+    assert len([n for n in names if n.startswith("best")]) == 1, names  # save_top_k=1 still holds
+    assert c.trainer.checkpoint_callback.best_model_score is not None

@@ -260,7 +260,7 @@ def test_length_grouped_batches_cover_every_example_once():
     check_layout(get_task("sst2"), next(iter(dm.train_dataloader())), tiny_tokenizer())
 
 
-@pytest.mark.parametrize("n_examples", [203, 16, 3])
+@pytest.mark.parametrize("n_examples", [203, 16, 3, 1])
 def test_length_grouped_batches_split_between_processes(n_examples):
     """Under DDP each process takes its share of the same global batches: equal numbers of batches,
     every example at least once (the last global batch padded with repeats), similar lengths."""
@@ -295,3 +295,18 @@ def test_fine_tuning_loaders_follow_data_pin_memory(setting, expected, group):
     dm.setup("fit")
     loaders = [dm.train_dataloader(), *dm.val_dataloader()]
     assert [loader.pin_memory for loader in loaders] == [expected] * 3
+
+
+def test_length_grouped_order_restarts_its_epoch_when_processes_change(capsys):
+    from gptkit.data.finetune import LengthGroupedSampler
+
+    lengths = list(range(40))
+    two = LengthGroupedSampler(lengths, 4, seed=3, num_replicas=2, rank=0)
+    two.position = 8
+    state = two.state_dict()
+    same = LengthGroupedSampler(lengths, 4, seed=3, num_replicas=2, rank=0)
+    same.load_state_dict(state)
+    assert same.position == 8
+    one = LengthGroupedSampler(lengths, 4, seed=3)
+    one.load_state_dict(state)  # another global batch: another order, so the epoch starts again
+    assert one.position == 0 and "epoch 0 restarts from its beginning" in capsys.readouterr().err

@@ -72,6 +72,20 @@ class LengthGroupedSampler(ResumableSampler):
         self.global_batch = batch_size * num_replicas
         self.chunk = self.global_batch * chunk_batches
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """As :class:`ResumableSampler`, but the grouped order depends on the global batch: with another
+        number of processes or batch size the saved epoch restarts from its beginning (with a warning)."""
+        same = (state.get("num_replicas", self.num_replicas) == self.num_replicas
+                and state.get("batch_size", self.batch_size) == self.batch_size)
+        super().load_state_dict(state)
+        if not same and self.position:
+            console.log(f"warning: data.group_by_length: the number of processes or data.batch_size changed since "
+                        f"the checkpoint, so epoch {self.epoch} restarts from its beginning")
+            self.position = 0
+
     def order(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=g).tolist()
@@ -84,7 +98,8 @@ class LengthGroupedSampler(ResumableSampler):
         if last is not None:  # a short global batch goes last, padded to a multiple of num_replicas
             batches.remove(last)
             missing = -len(last) % self.num_replicas
-            batches.append(last + [i for b in batches or [last] for i in b][:missing])
+            pool = [i for b in batches + [last] for i in b]
+            batches.append(last + (pool * missing)[:missing])  # repeats, even if there are fewer examples
         return [i for b in batches for i in b[self.rank :: self.num_replicas]]
 
 
