@@ -342,10 +342,10 @@ def cuda_capability() -> tuple[int, int] | None:
 
 
 def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], bool]:
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import LearningRateMonitor
 
     from gptkit.callbacks import PlainProgress, RichProgress, throughput_monitor
-    from gptkit.reliability import BestCheckpoint, Preemption, RNGState
+    from gptkit.reliability import BestCheckpoint, LastCheckpoint, Preemption, RNGState
 
     c = cfg.checkpoint
     monitor_name = c.monitor.replace("/", "_")
@@ -356,11 +356,11 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
             monitor=c.monitor, mode=c.mode, save_top_k=c.save_top_k, auto_insert_metric_name=False,
             legacy_every_n_train_steps=c.every_n_train_steps,
         ),
-        # last.ckpt every checkpoint.every_n_train_steps (null: at each validation). Apart, because
+        # last.ckpt every checkpoint.every_n_train_steps (null: at each validation) and at the end. Apart, because
         # Lightning defers a monitoring callback's periodic saves until the monitored metric exists.
         # Always last.ckpt (no last-v1.ckpt when resuming a run saved with other settings; writes are atomic).
-        ModelCheckpoint(dirpath=rdir / "checkpoints", save_top_k=0, save_last=True,
-                        every_n_train_steps=c.every_n_train_steps, enable_version_counter=False),
+        LastCheckpoint(dirpath=rdir / "checkpoints", save_top_k=0, save_last=True,
+                       every_n_train_steps=c.every_n_train_steps, enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"),
         RNGState(),
         Preemption(),

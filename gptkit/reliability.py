@@ -190,6 +190,15 @@ class BestCheckpoint(ModelCheckpoint):
         return f"ModelCheckpoint{settings!r}"
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: periodically (its ``every_n_train_steps``, or at validation) and when training
+    ends, so that after a finished ``gptkit fit`` it always holds the final update."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):  # not already saved at this update
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def last_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
     """The checkpoint callback that writes ``last.ckpt`` (the first one with ``save_last``)."""
     return next((cb for cb in trainer.checkpoint_callbacks if cb.save_last), trainer.checkpoint_callback)

@@ -402,3 +402,10 @@ def test_periodic_checkpoint_before_the_first_validation(corpus):
     folder = root / "runs" / "early-crash" / "checkpoints"
     assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # no validation yet, so no best
     assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_last_checkpoint_holds_the_final_update(corpus):
+    root, path = corpus
+    fit([*tiny_args(path, root, "final"), "trainer.max_steps=10"], Record())  # checkpoints every 4 updates
+    last = root / "runs" / "final" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 10
