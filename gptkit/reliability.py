@@ -262,7 +262,8 @@ class Preemption(pl.Callback):
                 raise KeyboardInterrupt  # the second Ctrl-C: stop now
             first = self.signum is None
             self.signum = signum
-            self.requeue = signum != signal.SIGINT
+            # only SLURM's requeue signal requeues: `scancel` and other stops send SIGTERM
+            self.requeue = signum not in (signal.SIGINT, signal.SIGTERM)
             if signum == signal.SIGTERM and first and trainer.strategy.launcher is not None:
                 trainer.strategy.launcher.kill(signum)  # the other local processes, as Lightning does
             if trainer.world_size > 1:

@@ -39,20 +39,20 @@ def wait_for(log: Path, text: str, proc, timeout=90):
 
 
 # -- preemption -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("how", ["sigterm", "slurm-requeue"])
+@pytest.mark.parametrize("how", ["sigterm", "slurm-requeue", "slurm-scancel"])
 def test_signal_saves_resumable_checkpoint_and_exits_cleanly(corpus, tmp_path, how):
     root, path = corpus
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     env, signum = {}, signal.SIGTERM
-    if how == "slurm-requeue":  # a fake SLURM job whose `scontrol` records the requeue request
+    if how.startswith("slurm"):  # a fake SLURM job whose `scontrol` records the requeue request
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
         (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'requeued'}\n")
         (bin_dir / "scontrol").chmod(0o755)
         env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "gptkit",
                "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}
-        signum = signal.SIGUSR1
+        signum = signal.SIGUSR1 if how == "slurm-requeue" else signal.SIGTERM  # scancel sends SIGTERM
     args = ["fit", QUICK, *tiny_args(path, root, how), "trainer.max_steps=100000", "logging.progress=plain",
             "trainer.log_every_n_steps=5", "ckpt_path=auto"]
     log = tmp_path / "stderr.txt"
@@ -74,6 +74,9 @@ def test_signal_saves_resumable_checkpoint_and_exits_cleanly(corpus, tmp_path, h
     assert list(cwd.iterdir()) == []  # nothing written outside run.dir / run.data_dir
     if how == "slurm-requeue":
         assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
+        return
+    if how == "slurm-scancel":  # a cancelled job stays cancelled
+        assert not (tmp_path / "requeued").exists()
         return
     # the same command (ckpt_path=auto) continues from the next update
     resumed = Record()
