@@ -71,21 +71,31 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(Path(ckpt).expanduser()) if ckpt else None
 
 
-def checkpoint_tokenizer(path: str | os.PathLike) -> dict | None:
-    """The tokenizer record (kind, path, fingerprint) kept with a checkpoint, if any."""
-    from gptkit.checkpoint import CONFIG_FILE, TOKENIZER_FILE, ckpt_hparams
+def checkpoint_record(path: str | os.PathLike) -> dict:
+    """What a checkpoint says about how it was made (``model`` sizes, ``tokenizer`` record...): the
+    hyper-parameters of a gptkit ``.ckpt``, or the ``config.json`` of a pretrained-model folder."""
+    from gptkit.checkpoint import CONFIG_FILE, ckpt_hparams
 
     path = Path(path).expanduser()
-    if path.is_dir():
-        if not (path / CONFIG_FILE).is_file():
-            raise CheckpointError(f"{path} is not a pretrained-model folder: expected {CONFIG_FILE} in it")
-        meta = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
-        info = dict(meta.get("tokenizer") or {})
-        info.setdefault("kind", "bpe")
-        if (path / TOKENIZER_FILE).is_file():
-            info["path"] = str(path / TOKENIZER_FILE)
-        return info
-    return ckpt_hparams(path).get("tokenizer")
+    if not path.is_dir():
+        return ckpt_hparams(path)
+    if not (path / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{path} is not a pretrained-model folder: expected {CONFIG_FILE} in it")
+    return json.loads((path / CONFIG_FILE).read_text())
+
+
+def checkpoint_tokenizer(path: str | os.PathLike) -> dict | None:
+    """The tokenizer record (kind, path, fingerprint) kept with a checkpoint, if any."""
+    from gptkit.checkpoint import TOKENIZER_FILE
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return checkpoint_record(path).get("tokenizer")
+    info = dict(checkpoint_record(path).get("tokenizer") or {})
+    info.setdefault("kind", "bpe")
+    if (path / TOKENIZER_FILE).is_file():
+        info["path"] = str(path / TOKENIZER_FILE)
+    return info
 
 
 # -- tokenizer --------------------------------------------------------------------------------------
@@ -108,8 +118,9 @@ def _load_tokenizer_record(info: dict, where: str):
     return Tokenizer.from_file(path), kind
 
 
-def build_tokenizer(cfg: DictConfig, sources: list | None) -> tuple[Any, str]:
-    """The run's tokenizer: named by the recipe, carried by a checkpoint, or trained on the corpus."""
+def build_tokenizer(cfg: DictConfig, sources: list | None, ckpt_path: str | None = None) -> tuple[Any, str]:
+    """The run's tokenizer: named by the recipe, carried by a checkpoint (``ckpt_path``, the resolved
+    checkpoint to resume or evaluate, or ``init.checkpoint``), or trained on the corpus."""
     t = cfg.tokenizer
     if t.kind != "bpe":
         return _load_tokenizer_record({"kind": t.kind, "path": t.path}, "the recipe")
@@ -122,8 +133,8 @@ def build_tokenizer(cfg: DictConfig, sources: list | None) -> tuple[Any, str]:
     else:
         # A fine-tuning run's tokenizer is its checkpoint's (also for ckpt_path=last/best); pretraining
         # derives its own from the corpus, and resuming checks it against the checkpoint's.
-        named = cfg.ckpt_path if cfg.ckpt_path not in ("last", "best", "auto") else None
-        for ckpt in (resolve_ckpt_path(cfg) if sources is None else named, cfg.init.checkpoint):
+        named = sources is None or cfg.ckpt_path not in ("last", "best", "auto")
+        for ckpt in (ckpt_path if named else None, cfg.init.checkpoint):
             if ckpt and Path(ckpt).expanduser().exists():
                 info = checkpoint_tokenizer(ckpt)
                 if info:
@@ -250,17 +261,6 @@ def init_from(module, checkpoint: str, n_transfer: int | None) -> None:
 ARCHITECTURE = ("n_layer", "n_head", "n_embd", "n_ctx", "n_inner")
 
 
-def checkpoint_model(path: str | os.PathLike) -> dict:
-    """The ``model`` sizes a gptkit checkpoint or pretrained-model folder was made with."""
-    from gptkit.checkpoint import CONFIG_FILE, ckpt_hparams
-
-    path = Path(path).expanduser()
-    if path.is_dir():
-        meta = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
-        return dict(meta.get("model") or {})
-    return dict(ckpt_hparams(path).get("model") or {})
-
-
 def adopt_checkpoint_model(cfg: DictConfig, ckpt_path: str | None) -> DictConfig:
     """Model sizes come from the weights they must fit, not from a recipe's defaults.
 
@@ -275,7 +275,7 @@ def adopt_checkpoint_model(cfg: DictConfig, ckpt_path: str | None) -> DictConfig
         source, fields = cfg.init.checkpoint, ("n_head", "n_embd", "n_inner", "n_ctx")
     else:
         return cfg
-    theirs = checkpoint_model(source)
+    theirs = checkpoint_record(source).get("model") or {}
     changes = {f: theirs[f] for f in fields if f in theirs and theirs[f] != cfg.model[f]}
     if not ckpt_path and theirs.get("n_layer", cfg.model.n_layer) < cfg.model.n_layer and cfg.init.n_transfer is None:
         changes["n_layer"] = theirs["n_layer"]
@@ -429,7 +429,7 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
         from gptkit.data.sources import resolve_sources
 
         sources = resolve_sources(list(cfg.data.files), cfg.data.corpus, cfg.data.text_field, cfg.run.data_dir)
-    tokenizer, kind = build_tokenizer(cfg, sources)
+    tokenizer, kind = build_tokenizer(cfg, sources, ckpt_path)
     record = {"kind": kind, "exact": kind == "openai-gpt", "path": str((rdir / "tokenizer.json").resolve()),
               "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
     if ckpt_path:

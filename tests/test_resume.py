@@ -54,8 +54,8 @@ class Record(pl.Callback):
                 raise RuntimeError("simulated node failure")
 
 
-def fit(args, record):
-    cfg = load_config(QUICK, args)
+def fit(args, record, recipe=QUICK):
+    cfg = load_config(recipe, args)
     c = build(cfg)
     c.datamodule.prepare_data()
     c.datamodule.setup("fit")
@@ -151,13 +151,7 @@ def test_fine_tuning_resumes_exactly(tmp_path, group):
     recipe = str(REPO / "recipes" / "stsb.yaml")
 
     def fit_task(extra, record):
-        cfg = load_config(recipe, [*args, *extra])
-        c = build(cfg)
-        c.datamodule.prepare_data()
-        c.datamodule.setup("fit")
-        c.trainer.callbacks.append(record)
-        fit_or_stop(c, resolve_ckpt_path(cfg))
-        return c
+        return fit([*args, *extra], record, recipe)
 
     baseline = Record()
     c = fit_task(["run.name=baseline"], baseline)
