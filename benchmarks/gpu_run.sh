@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU session: correctness checks, the training-step benchmarks (pretraining and a
-# RACE-shaped fine-tuning step), and a real `gptkit fit`.
+# One prepared GPU session: the training-step benchmarks (pretraining and a
+# RACE-shaped fine-tuning step), optional profile, correctness checks, other compile modes, a real `gptkit fit`.
 # Usage (on a CUDA machine, repo root): bash benchmarks/gpu_run.sh OUTDIR
 # Packages missing there (omegaconf) can be carried as wheels in .whl/ (see docs/performance.md).
 set -u
@@ -15,17 +15,19 @@ fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, pytorch_lightning as pl, transformers, tokenizers; print('torch', torch.__version__, 'lightning', pl.__version__, 'transformers', transformers.__version__)"
-# CHECKS="chunked_loss flash" for some; SKIP_CHECKS=1 for none (each variable below splits the session)
-[ -n "${SKIP_CHECKS:-}" ] || python3 benchmarks/cuda_checks.py ${CHECKS:-} 2>&1 | tee "$OUT/cuda_checks.jsonl"
 # transformers fp32 and bf16 eager were measured before (docs/performance.md); HF=fp32,bf16,bf16-compile for all
 [ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/train_step.py --device cuda --size paper --steps ${STEPS:-20} --warmup 8 \
   --hf ${HF:-bf16-compile} --bare ${BENCH_ARGS:-} --json "$OUT/train_step.json" 2>&1 \
   | grep -v -i "warn" | tee "$OUT/train_step.txt"
 [ -n "${SKIP_RACE:-}" ] || python3 benchmarks/train_step.py --device cuda --size paper --task race --hf bf16-compile \
   --steps ${STEPS:-20} --warmup 8 --json "$OUT/train_step_race.json" 2>&1 | grep -v -i "warn" | tee "$OUT/train_step_race.txt"
-# optional: gptkit alone under other torch.compile modes, e.g. MODES=max-autotune-no-cudagraphs (compiles for minutes)
+# optional: where the bare step's time goes, and variants of it, e.g. PROFILE="default coordinate-descent"
+[ -z "${PROFILE:-}" ] || python3 benchmarks/profile_step.py $PROFILE 2>&1 | grep -v -i "warn" | tee "$OUT/profile.txt"
+# CHECKS="chunked_loss flash" for some; SKIP_CHECKS=1 for none (each variable below splits the session)
+[ -n "${SKIP_CHECKS:-}" ] || python3 benchmarks/cuda_checks.py ${CHECKS:-} 2>&1 | tee "$OUT/cuda_checks.jsonl"
+# optional: gptkit fit alone under other torch.compile modes, e.g. MODES=max-autotune-no-cudagraphs (compiles for minutes)
 for mode in ${MODES:-}; do
-  python3 benchmarks/train_step.py --device cuda --size paper --steps ${STEPS:-20} --warmup 8 --hf none --bare \
+  python3 benchmarks/train_step.py --device cuda --size paper --steps ${STEPS:-20} --warmup 8 --hf none \
     --compile-mode "$mode" --json "$OUT/train_step_$mode.json" 2>&1 | grep -v -i "warn" | tee "$OUT/train_step_$mode.txt"
 done
 [ -n "${SKIP_FIT:-}" ] || python3 -m gptkit.cli fit recipes/quickstart/pretrain.yaml data.corpus=null data.files=[tests/fixtures/news_sample.txt] \

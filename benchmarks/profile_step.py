@@ -1,64 +1,123 @@
 """Where a GPU training step of the 117M model spends its time (bare loop, bf16, compiled backbone).
 
-Times variants of the step (attention dropout on/off, chunked vs full-logits loss, loss compiled with
-the model) and prints the top CUDA kernels of the default variant from torch.profiler.
+Times variants of the step at the paper's batch (64 x 512 tokens) and, for the first one, prints
+what its CUDA kernels cost per step from torch.profiler: grouped (matrix products, attention, the
+compiled fused kernels by kind, the optimizer, the rest), the idle gap between kernels, and the top
+kernels by name.
 
-    python benchmarks/profile_step.py
+    python benchmarks/profile_step.py                          # every variant
+    python benchmarks/profile_step.py default sdpa-flash       # some of them
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import re
+import sys
 import time
 
 import torch
 
-from gptkit.model import GPT, GPTConfig, lm_loss
+from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
 from gptkit.optim import param_groups
 
+# name: (GPTConfig overrides, inductor config overrides, SDPA backend or None for PyTorch's choice)
+VARIANTS = {
+    "default": ({}, {}, None),
+    "coordinate-descent": ({}, {"coordinate_descent_tuning": True}, None),
+    "sdpa-flash": ({}, {}, "flash"),
+    "sdpa-cudnn": ({}, {}, "cudnn"),
+    "no-dropout": ({"attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0}, {}, None),
+}
+GROUPS = [  # first match wins
+    ("matrix products", r"gemm|nvjet|cutlass|cublas|sm90_xmma|ampere_"),
+    ("attention", r"sdpa|flash|fmha|attention|cudnn"),
+    ("add + dropout + layer norm", r"triton.*(layer_norm|native_dropout)"),
+    ("gelu", r"triton.*gelu"),
+    ("LM loss softmax", r"triton.*(logsumexp|exp_)"),
+    ("other compiled kernels", r"^triton"),
+    ("optimizer", r"multi_tensor_apply|fused_adam"),
+]
 
-def run(name: str, attn_pdrop=0.1, chunk=8192, compile_loss=False, steps=10, profile=False) -> None:
+
+@contextlib.contextmanager
+def sdpa_backend(name: str | None):
+    if name is None:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[name]
+    with sdpa_kernel(backend):
+        yield
+
+
+def group_of(kernel: str) -> str:
+    return next((g for g, pattern in GROUPS if re.search(pattern, kernel)), "rest")
+
+
+def run(name: str, steps: int = 10, profile: bool = False) -> None:
+    model_overrides, inductor, backend = VARIANTS[name]
     torch.manual_seed(0)
     torch._dynamo.reset()
-    model = GPT(GPTConfig(attn_pdrop=attn_pdrop)).cuda()
+    model = GPT(GPTConfig(**model_overrides)).cuda()
     opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=True)
     x = torch.randint(0, model.config.vocab_size, (64, 513), device="cuda")
-    if compile_loss:
-        fwd = torch.compile(lambda a, b: lm_loss(model, model(a), b, chunk_size=None))
-    else:
-        model.compile()
-
-        def fwd(a, b):
-            return lm_loss(model, model(a), b, chunk_size=chunk)
+    chunk = lm_loss_chunk_rows(x.device, model.config.vocab_size)
+    model.compile()
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = fwd(x[:, :-1], x[:, 1:])
+            loss = lm_loss(model, model(x[:, :-1]), x[:, 1:], chunk_size=chunk)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(4):
-        step()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    dt = (time.perf_counter() - t0) / steps
-    print(f"{name:<40} {dt * 1000:7.1f} ms/step  {64 * 512 / dt:>10,.0f} tokens/s", flush=True)
-    if profile:
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as prof
+    with torch._inductor.config.patch(inductor), sdpa_backend(backend):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            step()
+        torch.cuda.synchronize()
+        warmup = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        dt = (time.perf_counter() - t0) / steps
+        print(f"{name:<22} {dt * 1000:7.1f} ms/step  {64 * 512 / dt:>10,.0f} tokens/s  (warm-up {warmup:.0f} s)",
+              flush=True)
+        if profile:
+            report(step, dt)
 
-        with prof(activities=[ProfilerActivity.CUDA]) as p:
-            for _ in range(3):
-                step()
-            torch.cuda.synchronize()
-        print(p.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
+
+def report(step, step_s: float, steps: int = 3) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    kernels = [(e.key, e.self_device_time_total / 1000 / steps, e.count // steps) for e in prof.key_averages()
+               if e.self_device_time_total > 0]
+    groups: dict[str, float] = collections.Counter()
+    for key, ms, _ in kernels:
+        groups[group_of(key)] += ms
+    busy = sum(groups.values())
+    print(f"\nper step: {step_s * 1000:.1f} ms wall, {busy:.1f} ms of kernels, "
+          f"{step_s * 1000 - busy:.1f} ms with no kernel running")
+    for group, ms in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {group:<28} {ms:7.2f} ms")
+    print("\ntop kernels (ms per step, launches per step):")
+    for key, ms, n in sorted(kernels, key=lambda k: -k[1])[:25]:
+        print(f"  {ms:7.2f} {n:4d}  {key[:110]}")
+    print(flush=True)
 
 
 if __name__ == "__main__":
-    run("default (dropout 0.1, chunked 8192)", profile=True)
-    run("attention dropout 0", attn_pdrop=0.0)
-    run("full logits, loss outside compile", chunk=None)
-    run("full logits, loss compiled with model", compile_loss=True)
+    wanted = sys.argv[1:] or list(VARIANTS)
+    unknown = set(wanted) - set(VARIANTS)
+    if unknown:
+        sys.exit(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
+    for i, variant in enumerate(wanted):
+        run(variant, profile=i == 0)
