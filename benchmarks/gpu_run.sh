@@ -19,7 +19,7 @@ python3 -c "import torch, pytorch_lightning as pl, transformers, tokenizers; pri
 [ -n "${SKIP_BENCH:-}" ] || python3 benchmarks/train_step.py --device cuda --size paper --steps ${STEPS:-20} --warmup 8 \
   --hf ${HF:-bf16-compile} --bare ${BENCH_ARGS:-} --json "$OUT/train_step.json" 2>&1 \
   | grep -v -i "warn" | tee "$OUT/train_step.txt"
-[ -n "${SKIP_RACE:-}" ] || python3 benchmarks/train_step.py --device cuda --size paper --task race --hf bf16-compile \
+[ -n "${SKIP_RACE:-}" ] || python3 benchmarks/train_step.py --device cuda --size paper --task race --hf ${HF:-bf16-compile} \
   --steps ${STEPS:-20} --warmup 8 --json "$OUT/train_step_race.json" 2>&1 | grep -v -i "warn" | tee "$OUT/train_step_race.txt"
 # optional: where the bare step's time goes, and variants of it, e.g. PROFILE="default coordinate-descent"
 [ -z "${PROFILE:-}" ] || python3 benchmarks/profile_step.py $PROFILE 2>&1 | grep -v -i "warn" | tee "$OUT/profile.txt"

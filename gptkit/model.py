@@ -8,6 +8,8 @@ embedding, and N(0, 0.02) initialisation. Nothing here knows about files, recipe
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -269,8 +271,9 @@ def _cross_entropy_and_grad(logits: torch.Tensor, targets: torch.Tensor, weights
     """Weighted CE sum over rows and its gradient w.r.t. the logits, ``w * (softmax - onehot)``.
 
     Only the first ``n_valid`` columns are vocabulary; the rest are padding (zero gradient). Written as
-    plain pointwise/reduction ops so that ``torch.compile`` fuses it into a couple of kernels that read
-    the (bf16) logits once or twice and never store float32 copies of them. This is the CUDA kernel.
+    plain pointwise/reduction ops so that ``torch.compile`` fuses them into kernels that never store
+    float32 copies of the (bf16) logits: the CUDA kernel where Triton is not installed, and the
+    reference for :mod:`gptkit.kernels`.
     """
     cols = torch.arange(logits.size(1), device=logits.device)
     x = torch.where(cols[None, :] < n_valid, logits.float(), float("-inf"))
@@ -306,13 +309,23 @@ _compiled_ce = None
 
 
 def _ce_kernel(device: torch.device):
-    """The fused CE step: compiled on CUDA (once, lazily), eager and in place elsewhere."""
+    """The fused CE step: on CUDA Triton's two-pass kernel (:mod:`gptkit.kernels`), or where Triton is
+    missing the compiled :func:`_cross_entropy_and_grad`; eager and in place elsewhere."""
     global _compiled_ce
     if device.type != "cuda":
         return _cross_entropy_and_grad_inplace
+    if triton_available():
+        from gptkit.kernels import cross_entropy_and_grad
+
+        return cross_entropy_and_grad
     if _compiled_ce is None:
         _compiled_ce = torch.compile(_cross_entropy_and_grad, dynamic=True)
     return _compiled_ce
+
+
+@functools.cache
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 _workspaces: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
@@ -362,7 +375,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     (40,481) the ``[rows, vocab]`` blocks would be misaligned and cuBLAS falls back to kernels about
     5x slower on Hopper (MKL's product is 20% slower too). Padded columns are masked out of the softmax.
 
-    On CUDA the softmax/gradient step is a compiled kernel. Elsewhere it runs eagerly in place, on a
+    On CUDA the softmax/gradient step is a Triton kernel that overwrites the chunk's logits with their
+    gradient (:mod:`gptkit.kernels`). Elsewhere it runs eagerly in place, on a
     CPU on a logits block kept between steps (:func:`_workspace`), which is what makes this faster
     than the plain loss on a CPU as well.
     """
