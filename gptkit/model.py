@@ -9,7 +9,6 @@ embedding, and N(0, 0.02) initialisation. Nothing here knows about files, recipe
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -271,12 +270,12 @@ def _cross_entropy_and_grad(logits: torch.Tensor, targets: torch.Tensor, weights
     """Weighted CE sum over rows and its gradient w.r.t. the logits, ``w * (softmax - onehot)``.
 
     Only the first ``n_valid`` columns are vocabulary; the rest are padding (zero gradient). Written as
-    plain pointwise/reduction ops so that ``torch.compile`` fuses them into kernels that never store
-    float32 copies of the (bf16) logits: the CUDA kernel where Triton is not installed, and the
-    reference for :mod:`gptkit.kernels`.
+    plain pointwise and reduction ops: the readable reference for the kernels
+    (:mod:`gptkit.kernels` and :func:`_cross_entropy_and_grad_inplace`), and compilable by
+    ``torch.compile``. A float64 input is computed in float64.
     """
     cols = torch.arange(logits.size(1), device=logits.device)
-    x = torch.where(cols[None, :] < n_valid, logits.float(), float("-inf"))
+    x = torch.where(cols[None, :] < n_valid, logits.to(torch.promote_types(logits.dtype, torch.float32)), float("-inf"))
     lse = torch.logsumexp(x, dim=-1)
     loss = ((lse - x.gather(1, targets[:, None]).squeeze(1)) * weights).sum()
     grad = (torch.exp(x - lse[:, None]) - (cols[None, :] == targets[:, None]).float()) * weights[:, None]
@@ -305,27 +304,20 @@ def _cross_entropy_and_grad_inplace(logits: torch.Tensor, targets: torch.Tensor,
     return loss, x.to(logits.dtype)
 
 
-_compiled_ce = None
-
-
 def _ce_kernel(device: torch.device):
-    """The fused CE step: on CUDA Triton's two-pass kernel (:mod:`gptkit.kernels`), or where Triton is
-    missing the compiled :func:`_cross_entropy_and_grad`; eager and in place elsewhere."""
-    global _compiled_ce
-    if device.type != "cuda":
-        return _cross_entropy_and_grad_inplace
-    if triton_available():
-        from gptkit.kernels import cross_entropy_and_grad
-
-        return cross_entropy_and_grad
-    if _compiled_ce is None:
-        _compiled_ce = torch.compile(_cross_entropy_and_grad, dynamic=True)
-    return _compiled_ce
+    """The fused CE step: Triton's two-pass kernel on CUDA (:mod:`gptkit.kernels`), else eager in place."""
+    if device.type == "cuda" and (kernel := _triton_kernel()) is not None:
+        return kernel
+    return _cross_entropy_and_grad_inplace
 
 
 @functools.cache
-def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+def _triton_kernel():
+    try:
+        from gptkit.kernels import cross_entropy_and_grad
+    except ImportError:  # no Triton: torch.compile would need it too on CUDA
+        return None
+    return cross_entropy_and_grad
 
 
 _workspaces: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
@@ -376,9 +368,9 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     5x slower on Hopper (MKL's product is 20% slower too). Padded columns are masked out of the softmax.
 
     On CUDA the softmax/gradient step is a Triton kernel that overwrites the chunk's logits with their
-    gradient (:mod:`gptkit.kernels`). Elsewhere it runs eagerly in place, on a
-    CPU on a logits block kept between steps (:func:`_workspace`), which is what makes this faster
-    than the plain loss on a CPU as well.
+    gradient (:mod:`gptkit.kernels`). Elsewhere (and on CUDA without Triton) it runs eagerly in place,
+    on a CPU on a logits block kept between steps (:func:`_workspace`), which is what makes this
+    faster than the plain loss on a CPU as well.
     """
 
     @staticmethod

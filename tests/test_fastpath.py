@@ -184,14 +184,31 @@ def test_cuda_and_in_place_loss_kernels_agree():
     assert torch.all(grad_inplace[:, 64:] == 0) and torch.all(grad_inplace[1] == 0)
 
 
-def test_cuda_code_path_of_the_fused_loss_on_cpu(monkeypatch):
-    """What runs on CUDA, as far as a CPU can run it: the compiled kernel (traced by the same graph
-    capture, ``aot_eager`` so no C++ build is needed) and fresh logits blocks instead of a workspace."""
+def test_loss_kernel_choice(monkeypatch):
+    """CUDA takes Triton's kernel where Triton imports, else the eager in-place one, as every other device."""
+    import gptkit.model as model_module
+
+    triton_kernel = object()
+    monkeypatch.setattr(model_module, "_triton_kernel", lambda: triton_kernel)
+    assert model_module._ce_kernel(torch.device("cuda")) is triton_kernel
+    assert model_module._ce_kernel(torch.device("cpu")) is _cross_entropy_and_grad_inplace
+    monkeypatch.setattr(model_module, "_triton_kernel", lambda: None)
+    assert model_module._ce_kernel(torch.device("cuda")) is _cross_entropy_and_grad_inplace
+
+
+@pytest.mark.parametrize("kernel", ["in_place", "compiled_reference"])
+def test_fused_loss_with_fresh_logits_blocks(monkeypatch, kernel):
+    """The CUDA path as far as a CPU runs it: a fresh logits block per chunk (no workspace), with the
+    in-place kernel (CUDA without Triton) or the reference compiled by the same graph capture as on a
+    GPU (``aot_eager``, so no C++ build is needed); tests/test_kernels.py runs Triton's kernel."""
     pytest.importorskip("torch._dynamo")
     import gptkit.model as model_module
 
-    compiled = torch.compile(_cross_entropy_and_grad, dynamic=True, backend="aot_eager")
-    monkeypatch.setattr(model_module, "_ce_kernel", lambda device: compiled)
+    if kernel == "compiled_reference":
+        fn = torch.compile(_cross_entropy_and_grad, dynamic=True, backend="aot_eager")
+    else:
+        fn = _cross_entropy_and_grad_inplace
+    monkeypatch.setattr(model_module, "_ce_kernel", lambda device: fn)
     monkeypatch.setattr(model_module, "_workspace", lambda numel, dtype, device: None)
     torch.manual_seed(0)
     model = GPT(CFG).eval()
