@@ -29,6 +29,7 @@ VARIANTS = {
     "sdpa-flash": ({}, {}, "flash"),
     "sdpa-cudnn": ({}, {}, "cudnn"),
     "no-dropout": ({"attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0}, {}, None),
+    "no-attention-dropout": ({"attn_pdrop": 0.0}, {}, None),
 }
 GROUPS = [  # first match wins
     ("matrix products", r"gemm|nvjet|cutlass|cublas|sm90_xmma|ampere_"),
