@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 
 import pytorch_lightning as pl
 import torch
@@ -26,11 +27,15 @@ def _batch_tokens(batch) -> int:
 _HOPPER_DENSE = {torch.bfloat16: 989.4e12, torch.float16: 989.4e12, "tfloat32": 494.7e12, torch.float32: 66.9e12}
 
 
+def _hopper(device: torch.device) -> bool:
+    return device.type == "cuda" and any(chip in torch.cuda.get_device_name(device).lower() for chip in ("h100", "h200"))
+
+
 def peak_flops(device: torch.device, dtype) -> float | None:
     """The device's dense peak FLOP/s for ``dtype``: Hopper from the datasheet, else Lightning's table."""
     from lightning_fabric.utilities.throughput import get_available_flops
 
-    if device.type == "cuda" and any(chip in torch.cuda.get_device_name(device).lower() for chip in ("h100", "h200")):
+    if _hopper(device):
         if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
             dtype = "tfloat32"
         return _HOPPER_DENSE.get(dtype)
@@ -53,7 +58,10 @@ class _Throughput(ThroughputMonitor):
         self._pending_flops: dict = {}
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
+        with warnings.catch_warnings():
+            if _hopper(trainer.strategy.root_device):  # Lightning warns it has no peak; gptkit has one
+                warnings.filterwarnings("ignore", message="FLOPs not found")
+            super().setup(trainer, pl_module, stage)
         from pytorch_lightning.callbacks.throughput_monitor import _plugin_to_compute_dtype
 
         dtype = _plugin_to_compute_dtype(trainer.precision_plugin)

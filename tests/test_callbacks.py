@@ -82,3 +82,28 @@ def test_rich_progress_shows_the_training_loss_without_prog_bar(tmp_path):
     trainer.fit(module, DataLoader(torch.randint(0, 100, (5 * 4, 9)), batch_size=4))
     assert "train/loss" not in trainer.progress_bar_metrics
     assert isinstance(bar.get_metrics(trainer, module)["train/loss"], float)
+
+
+@pytest.mark.parametrize("name,peak", [("NVIDIA H200", 989.4e12), ("NVIDIA H100 80GB HBM3", 989.4e12)])
+def test_hopper_peak_is_the_dense_one_and_lightning_does_not_warn(monkeypatch, name, peak):
+    """Lightning's table holds no dense Hopper peak (none at all for a plain "NVIDIA H200") and warns
+    so; gptkit uses the datasheet's and keeps that misleading warning out of the run's output."""
+    import warnings
+    from types import SimpleNamespace
+
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    from gptkit.callbacks import peak_flops
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    cuda = torch.device("cuda")
+    assert peak_flops(cuda, torch.bfloat16) == peak
+    trainer = SimpleNamespace(precision_plugin=MixedPrecision("bf16-mixed", "cuda"), world_size=1,
+                              strategy=SimpleNamespace(root_device=cuda), enable_validation=False,
+                              state=SimpleNamespace(stage=RunningStage.TRAINING))
+    monitor = _Throughput(batch_size_fn=len)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monitor.setup(trainer, None, "fit")
+    assert not [w for w in caught if "FLOPs not found" in str(w.message)]
+    assert monitor._throughputs[RunningStage.TRAINING].available_flops == peak
