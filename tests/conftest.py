@@ -41,3 +41,33 @@ TINY = [
     "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.n_ctx=32", "tokenizer.vocab_size=500",
     "data.batch_size=8", "logging.progress=plain", "trainer.accelerator=cpu", "trainer.devices=1",
 ]
+
+
+def assert_fused_loss_matches_plain(monkeypatch, kernel, device: str = "cpu") -> None:
+    """The fused LM loss with ``kernel`` as its softmax/gradient step and a fresh logits block per
+    chunk (no workspace: the CUDA path) gives the plain loss's value and every gradient."""
+    import torch
+
+    import gptkit.model as model_module
+    from gptkit.model import GPT, GPTConfig, lm_loss
+
+    monkeypatch.setattr(model_module, "_ce_kernel", lambda dev: kernel)
+    monkeypatch.setattr(model_module, "_workspace", lambda numel, dtype, dev: None)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=300, n_ctx=32, n_layer=2, n_head=2, n_embd=32)).eval().to(device)
+    x = torch.randint(0, 300, (3, 32), device=device)
+    targets = x.roll(-1, 1)
+    targets[:, -1] = -100
+
+    def loss_and_grads(chunk):
+        model.zero_grad()
+        loss = lm_loss(model, model(x), targets, per_sequence=True, chunk_size=chunk)
+        loss.backward()
+        return loss, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain, g_plain = loss_and_grads(None)
+    for chunk in (7, 8192):
+        fused, g_fused = loss_and_grads(chunk)
+        assert torch.allclose(plain, fused, atol=1e-6)
+        for name, g in g_plain.items():
+            assert torch.allclose(g, g_fused[name], atol=1e-6), name

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_fused_loss_matches_plain
 
 from gptkit.model import (
     GPT,
@@ -202,27 +203,11 @@ def test_fused_loss_with_fresh_logits_blocks(monkeypatch, kernel):
     in-place kernel (CUDA without Triton) or the reference compiled by the same graph capture as on a
     GPU (``aot_eager``, so no C++ build is needed); tests/test_kernels.py runs Triton's kernel."""
     pytest.importorskip("torch._dynamo")
-    import gptkit.model as model_module
-
     if kernel == "compiled_reference":
         fn = torch.compile(_cross_entropy_and_grad, dynamic=True, backend="aot_eager")
     else:
         fn = _cross_entropy_and_grad_inplace
-    monkeypatch.setattr(model_module, "_ce_kernel", lambda device: fn)
-    monkeypatch.setattr(model_module, "_workspace", lambda numel, dtype, device: None)
-    torch.manual_seed(0)
-    model = GPT(CFG).eval()
-    x = torch.randint(0, CFG.vocab_size, (3, 32))
-    targets = x.roll(-1, 1)
-    targets[:, -1] = -100
-    plain = lm_loss(model, model(x), targets, per_sequence=True)
-    g_plain = grads(model, plain)
-    for chunk in (7, 8192):
-        fused = lm_loss(model, model(x), targets, per_sequence=True, chunk_size=chunk)
-        g_fused = grads(model, fused)
-        assert torch.allclose(plain, fused, atol=1e-6)
-        for name, g in g_plain.items():
-            assert torch.allclose(g, g_fused[name], atol=1e-6), name
+    assert_fused_loss_matches_plain(monkeypatch, fn)
 
 
 def test_fused_loss_trains_after_an_inference_mode_call(monkeypatch):

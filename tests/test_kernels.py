@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_fused_loss_matches_plain
 
 from gptkit.model import _cross_entropy_and_grad
 
@@ -77,27 +78,4 @@ def test_triton_loss_kernel_keeps_large_logits_finite(kernel):
 @in_process
 def test_fused_loss_through_the_triton_kernel_matches_the_plain_loss(kernel, monkeypatch):
     """The CUDA path of the fused loss with Triton's kernel: loss and every gradient as the plain loss."""
-    import gptkit.model as model_module
-    from gptkit.model import GPT, GPTConfig, lm_loss
-
-    monkeypatch.setattr(model_module, "_ce_kernel",
-                        lambda device: lambda *args: kernel(*args, block=64))
-    monkeypatch.setattr(model_module, "_workspace", lambda numel, dtype, device: None)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=101, n_ctx=32, n_layer=2, n_head=2, n_embd=32)).eval().to(DEVICE)
-    x = torch.randint(0, 101, (3, 32), device=DEVICE)
-    targets = x.roll(-1, 1)
-    targets[:, -1] = -100
-
-    def loss_and_grads(chunk):
-        model.zero_grad()
-        loss = lm_loss(model, model(x), targets, per_sequence=True, chunk_size=chunk)
-        loss.backward()
-        return loss, {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    plain, g_plain = loss_and_grads(None)
-    for chunk in (7, 8192):
-        fused, g_fused = loss_and_grads(chunk)
-        assert torch.allclose(plain, fused, atol=1e-6)
-        for name, g in g_plain.items():
-            assert torch.allclose(g, g_fused[name], atol=1e-6), name
+    assert_fused_loss_matches_plain(monkeypatch, lambda *args: kernel(*args, block=64), DEVICE)
