@@ -271,7 +271,7 @@ def adopt_checkpoint_model(cfg: DictConfig, ckpt_path: str | None) -> DictConfig
     """
     if ckpt_path:
         source, fields = ckpt_path, ARCHITECTURE
-    elif cfg.init.checkpoint and Path(cfg.init.checkpoint).expanduser().exists():
+    elif cfg.init.checkpoint:  # build() has checked that it exists
         source, fields = cfg.init.checkpoint, ("n_head", "n_embd", "n_inner", "n_ctx")
     else:
         return cfg

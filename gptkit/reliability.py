@@ -168,7 +168,7 @@ class RNGState(pl.Callback):
             self._pending = None
 
 
-# -- preemption -----------------------------------------------------------------------------------
+# -- checkpoint callbacks -------------------------------------------------------------------------
 class BestCheckpoint(ModelCheckpoint):
     """The ModelCheckpoint keeping the best checkpoints (at validation), which also takes over the
     saved state of gptkit's earlier single checkpoint callback, so that resuming an older run keeps
@@ -211,6 +211,7 @@ def last_checkpoint_path(trainer: pl.Trainer) -> Path | None:
     return Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
 
 
+# -- preemption -----------------------------------------------------------------------------------
 class Preemption(pl.Callback):
     """Stop cleanly on SIGTERM, SIGINT or SLURM's requeue signal, with a resumable ``last.ckpt``.
 
@@ -246,13 +247,14 @@ class Preemption(pl.Callback):
         if stage != "fit" or os.name == "nt":
             return
         self.stop_requested, self._pending = False, None
+        handler = self._make_handler(trainer)
         # Lightning composes its SIGTERM handler from this attribute when fit starts (after setup)
-        trainer._signal_connector._sigterm_notifier_fn = self._make_handler(trainer)
+        trainer._signal_connector._sigterm_notifier_fn = handler
         if trainer.world_size > 1 and hasattr(trainer.fit_loop.epoch_loop, "_broadcast_sigterm_tensor"):
             trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = lambda: self.agree(trainer)
         for signum in self._signals(trainer):
             try:
-                self._previous[signum] = signal.signal(signum, self._make_handler(trainer))
+                self._previous[signum] = signal.signal(signum, handler)
             except ValueError:  # not the main thread
                 return
 
