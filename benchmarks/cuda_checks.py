@@ -1,9 +1,10 @@
 """Correctness checks of the CUDA fast path (run on a GPU machine; prints one JSON line per check).
 
 1. chunked fused LM loss vs plain loss under bf16 autocast: loss and gradient differences;
-2. SDPA picks the flash kernel for GPT-1's shapes with attention dropout (forced, must not raise);
-3. fused AdamW steps vs foreach AdamW steps: parameter differences after a few updates;
-4. a small in-process ``gptkit fit`` under ``torch.cuda.set_sync_debug_mode("warn")``: the steps
+2. the Triton kernels (LM loss softmax/gradient, dropout mask): errors, keep rate, and their times;
+3. SDPA picks the flash kernel for GPT-1's shapes with attention dropout (forced, must not raise);
+4. fused AdamW steps vs foreach AdamW steps: parameter differences after a few updates;
+5. a small in-process ``gptkit fit`` under ``torch.cuda.set_sync_debug_mode("warn")``: the steps
    whose metrics are not logged (and that save no checkpoint) must not make the host wait.
 
     python benchmarks/cuda_checks.py                       # all
@@ -81,6 +82,49 @@ def check_ce_kernel(device: torch.device) -> dict:
     out["triton_config"] = {"BLOCK": BLOCK, "num_warps": NUM_WARPS}
     out["ok"] = (out["triton_grad_rel_err"] <= 1.5 * out["compiled_grad_rel_err"] + 1e-4
                  and out["triton_loss_rel_err"] < 1e-5 and out["triton_padding_grad_zero"])
+    return out
+
+
+def check_dropout_mask(device: torch.device) -> dict:
+    """The Triton dropout-mask kernel at the paper's shapes: its keep rate, its time against
+    ``torch.rand(...) >= p``, and the compiled post-LN step ``LN(x + dropout(h + b))`` (forward and
+    backward, float32 residual, bf16 branch) with the kernel's mask against torch.compile's own dropout."""
+    import triton.testing
+
+    from gptkit import model as model_module
+    from gptkit.kernels import dropout_mask
+
+    p, shape = 0.1, (64, 512, 768)
+    seed = torch.tensor(1234, device=device)
+    mask = dropout_mask(seed, shape, p)
+    keep = mask.float().mean().item()
+    out = {"check": "dropout_mask", "keep_rate": keep, "expected": 1 - p,
+           "kernel_ms": triton.testing.do_bench(lambda: dropout_mask(seed, shape, p), return_mode="median"),
+           "torch_rand_ms": triton.testing.do_bench(lambda: torch.rand(shape, device=device) >= p,
+                                                    return_mode="median")}
+    x = torch.randn(shape, device=device, requires_grad=True)
+    h = torch.randn(shape, device=device, dtype=torch.bfloat16, requires_grad=True)
+    b = torch.zeros(shape[-1], device=device, dtype=torch.bfloat16, requires_grad=True)
+    ln = torch.nn.LayerNorm(shape[-1], device=device)
+    grad = torch.randn(shape, device=device)
+
+    def step():
+        y = ln(x + model_module.dropout(h + b, p))
+        y.backward(grad)
+
+    saved = model_module._MASK_KERNEL_DEVICES
+    try:
+        for name, devices in (("kernel", {"cuda"}), ("inductor", set())):
+            model_module._MASK_KERNEL_DEVICES = devices
+            torch._dynamo.reset()
+            compiled = torch.compile(step)
+            compiled()
+            out[f"add_dropout_ln_fwd_bwd_{name}_ms"] = triton.testing.do_bench(compiled, return_mode="median")
+    finally:
+        model_module._MASK_KERNEL_DEVICES = saved
+        torch._dynamo.reset()
+    out["speedup"] = out["add_dropout_ln_fwd_bwd_inductor_ms"] / out["add_dropout_ln_fwd_bwd_kernel_ms"]
+    out["ok"] = abs(keep - (1 - p)) < 5 * (p * (1 - p) / mask.numel()) ** 0.5
     return out
 
 
@@ -193,7 +237,7 @@ def check_host_syncs(device: torch.device) -> dict:
             "ok": pretrain["ok"] and race["ok"]}
 
 
-CHECKS = (check_chunked_loss, check_ce_kernel, check_flash, check_fused_adamw, check_host_syncs)
+CHECKS = (check_chunked_loss, check_ce_kernel, check_dropout_mask, check_flash, check_fused_adamw, check_host_syncs)
 
 
 def main() -> None:

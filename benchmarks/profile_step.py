@@ -16,25 +16,42 @@ import contextlib
 import re
 import sys
 import time
+from dataclasses import dataclass, field
 
 import torch
 
+import gptkit.model
 from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
 from gptkit.optim import param_groups
 
-# name: (GPTConfig overrides, inductor config overrides, SDPA backend or None for PyTorch's choice)
+
+@dataclass(frozen=True)
+class Variant:
+    config: dict = field(default_factory=dict)  # GPTConfig overrides
+    inductor: dict = field(default_factory=dict)  # torch._inductor.config overrides
+    sdpa: str | None = None  # SDPA backend; None for PyTorch's choice
+    attributes: dict = field(default_factory=dict)  # gptkit.model attributes to set
+    loss_chunk: int | None = None  # rows per chunk of the fused LM loss; None for gptkit's choice
+
+
 VARIANTS = {
-    "default": ({}, {}, None),
-    "coordinate-descent": ({}, {"coordinate_descent_tuning": True}, None),
-    "sdpa-flash": ({}, {}, "flash"),
-    "sdpa-cudnn": ({}, {}, "cudnn"),
-    "no-dropout": ({"attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0}, {}, None),
-    "no-attention-dropout": ({"attn_pdrop": 0.0}, {}, None),
+    "default": Variant(),
+    "coordinate-descent": Variant(inductor={"coordinate_descent_tuning": True}),
+    "sdpa-flash": Variant(sdpa="flash"),
+    "sdpa-cudnn": Variant(sdpa="cudnn"),
+    "no-dropout": Variant(config={"attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0}),
+    "no-attention-dropout": Variant(config={"attn_pdrop": 0.0}),
+    # torch.compile's own dropout (one Philox call per element) instead of the Triton mask kernel
+    "inductor-dropout": Variant(attributes={"_MASK_KERNEL_DEVICES": set()}),
+    # the fused loss in fewer, larger chunks: fewer float32 dW accumulations, more memory
+    "loss-chunk-16384": Variant(loss_chunk=16384),
+    "loss-chunk-32768": Variant(loss_chunk=32768),
 }
+DEFAULT_ATTRIBUTES = {"_MASK_KERNEL_DEVICES": gptkit.model._MASK_KERNEL_DEVICES}
 GROUPS = [  # first match wins
     ("matrix products", r"gemm|nvjet|cutlass|cublas|sm90_xmma|ampere_"),
     ("attention", r"sdpa|flash|fmha|attention|cudnn"),
-    ("add + dropout + layer norm", r"triton.*(layer_norm|native_dropout)"),
+    ("add + dropout + layer norm", r"triton.*(layer_norm|native_dropout)|_dropout_mask_kernel"),
     ("gelu", r"triton.*gelu"),
     ("LM loss softmax/gradient", r"_ce_grad_kernel|triton.*(logsumexp|exp_)"),
     ("other compiled kernels", r"^triton"),
@@ -59,13 +76,16 @@ def group_of(kernel: str) -> str:
 
 
 def run(name: str, steps: int = 10, profile: bool = False) -> None:
-    model_overrides, inductor, backend = VARIANTS[name]
+    variant = VARIANTS[name]
+    for attribute, value in {**DEFAULT_ATTRIBUTES, **variant.attributes}.items():
+        setattr(gptkit.model, attribute, value)
     torch.manual_seed(0)
     torch._dynamo.reset()
-    model = GPT(GPTConfig(**model_overrides)).cuda()
+    torch.cuda.reset_peak_memory_stats()
+    model = GPT(GPTConfig(**variant.config)).cuda()
     opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=True)
     x = torch.randint(0, model.config.vocab_size, (64, 513), device="cuda")
-    chunk = lm_loss_chunk_rows(x.device, model.config.vocab_size)
+    chunk = variant.loss_chunk or lm_loss_chunk_rows(x.device, model.config.vocab_size)
     model.compile()
 
     def step():
@@ -75,7 +95,7 @@ def run(name: str, steps: int = 10, profile: bool = False) -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    with torch._inductor.config.patch(inductor), sdpa_backend(backend):
+    with torch._inductor.config.patch(variant.inductor), sdpa_backend(variant.sdpa):
         t0 = time.perf_counter()
         for _ in range(4):
             step()
@@ -86,8 +106,8 @@ def run(name: str, steps: int = 10, profile: bool = False) -> None:
             step()
         torch.cuda.synchronize()
         dt = (time.perf_counter() - t0) / steps
-        print(f"{name:<22} {dt * 1000:7.1f} ms/step  {64 * 512 / dt:>10,.0f} tokens/s  (warm-up {warmup:.0f} s)",
-              flush=True)
+        print(f"{name:<22} {dt * 1000:7.1f} ms/step  {64 * 512 / dt:>10,.0f} tokens/s  "
+              f"peak {torch.cuda.max_memory_allocated() / 2**30:4.1f} GiB  (warm-up {warmup:.0f} s)", flush=True)
         if profile:
             report(step, dt)
 

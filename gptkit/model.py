@@ -9,6 +9,7 @@ embedding, and N(0, 0.02) initialisation. Nothing here knows about files, recipe
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -45,17 +46,47 @@ class GPTConfig:
         return asdict(self)
 
 
+# Devices whose compiled dropout takes its mask from the Triton kernel (the tests add "cpu", where
+# Triton's interpreter runs it).
+_MASK_KERNEL_DEVICES = {"cuda"} if importlib.util.find_spec("triton") is not None else set()
+
+
+@torch.library.custom_op("gptkit::dropout_mask", mutates_args=())
+def dropout_mask(seed: torch.Tensor, shape: list[int], p: float) -> torch.Tensor:
+    """A bool keep-mask of ``shape``, True with probability ``1 - p``: :func:`gptkit.kernels.dropout_mask`.
+
+    A custom op, so ``torch.compile`` keeps the Triton kernel as one call in the graph and fuses
+    the product with the mask into its own kernels; the same ``seed`` gives the same mask.
+    """
+    from gptkit.kernels import dropout_mask as kernel
+
+    return kernel(seed, shape, p)
+
+
+@dropout_mask.register_fake
+def _(seed: torch.Tensor, shape: list[int], p: float) -> torch.Tensor:
+    return seed.new_empty(shape, dtype=torch.bool)
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout: zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``.
 
     On a CPU in eager mode the keep-mask is a float32 uniform draw compared with ``p``: PyTorch's CPU
     dropout samples its mask with a serial Bernoulli sampler that costs 2.3x as long as the uniform
     draw, and dropout is about 8% of a small model's CPU training step. The mask has the same
-    distribution (to float32's 2^-24 resolution). Elsewhere (CUDA, other accelerators, inside
-    ``torch.compile``) this is ``F.dropout``.
+    distribution (to float32's 2^-24 resolution).
+
+    Compiled on CUDA (with Triton), the mask comes from :func:`dropout_mask`, a Triton kernel that
+    draws four elements per Philox call where ``torch.compile``'s own dropout draws one; the product
+    with the mask still fuses into the surrounding kernel (the residual add and LayerNorm).
+    Elsewhere (CUDA eager, whose kernel already draws four per call; other accelerators; compiled
+    on a CPU) this is ``F.dropout``.
     """
     if not training or p == 0:
         return x
+    if torch.compiler.is_compiling() and x.device.type in _MASK_KERNEL_DEVICES and p < 1:
+        seed = torch.randint(0, 2**62, (), device=x.device)
+        return x * dropout_mask(seed, x.shape, p) * (1 / (1 - p))
     if x.device.type != "cpu" or p >= 1 or torch.compiler.is_compiling():
         return F.dropout(x, p, True)
     keep = torch.rand(x.shape, device=x.device) >= p

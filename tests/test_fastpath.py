@@ -141,6 +141,38 @@ def test_cpu_dropout_has_the_right_distribution_and_gradient():
     assert torch.count_nonzero(dropout(x, 1.0)) == 0
 
 
+@pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile unavailable")
+def test_compiled_cuda_dropout_path_draws_every_mask_from_the_kernel_op(monkeypatch):
+    """The graph of the compiled CUDA model: every dropout outside attention takes its mask from the
+    ``gptkit::dropout_mask`` op, in one graph, and gradients pass through the same masks. A stand-in
+    replaces the Triton kernel (tests/test_kernels.py checks the kernel itself where Triton is)."""
+    import sys
+    import types
+
+    from gptkit import model as model_module
+
+    masks = []
+
+    def stand_in(seed, shape, p):
+        masks.append(torch.rand(shape, generator=torch.Generator().manual_seed(int(seed))) >= p)
+        return masks[-1]
+
+    monkeypatch.setitem(sys.modules, "gptkit.kernels", types.SimpleNamespace(dropout_mask=stand_in))
+    monkeypatch.setattr(model_module, "_MASK_KERNEL_DEVICES", {"cpu"})
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = GPT(CFG).train()
+    model.compile(backend="aot_eager", fullgraph=True)
+    x = torch.randint(0, CFG.vocab_size, (2, 16))
+    model(x).square().mean().backward()
+    assert len(masks) == 1 + 2 * CFG.n_layer  # embeddings, and each block's two residual branches
+    assert all(m.shape == (2, 16, CFG.n_embd) for m in masks)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    # the first mask is the embeddings': a position's gradient is zero exactly where both sequences drop it
+    assert torch.equal(model.positions_embed.weight.grad[:16] == 0, (~masks[0]).all(0))
+    torch._dynamo.reset()
+
+
 def test_textbook_attention_matches_sdpa():
     torch.manual_seed(0)
     q, k, v = torch.randn(3, 2, 4, 16, 8).unbind(0)
