@@ -41,8 +41,9 @@ VARIANTS = {
     "sdpa-cudnn": Variant(sdpa="cudnn"),
     "no-dropout": Variant(config={"attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0}),
     "no-attention-dropout": Variant(config={"attn_pdrop": 0.0}),
-    # torch.compile's own dropout (one Philox call per element) instead of the Triton mask kernel
-    "inductor-dropout": Variant(attributes={"_MASK_KERNEL_DEVICES": set()}),
+    # dropout masks from the Triton kernel (four elements per Philox call) instead of torch.compile's
+    # own dropout (one call per element)
+    "mask-kernel": Variant(attributes={"_MASK_KERNEL_DEVICES": {"cuda"}}),
     # the fused loss in fewer, larger chunks: fewer float32 dW accumulations, more memory
     "loss-chunk-16384": Variant(loss_chunk=16384),
     "loss-chunk-32768": Variant(loss_chunk=32768),

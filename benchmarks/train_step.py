@@ -257,6 +257,8 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true", help="gptkit without torch.compile")
     p.add_argument("--compile-mode", default="default",
                    help="gptkit's torch.compile mode (model.compile_mode), e.g. max-autotune-no-cudagraphs")
+    p.add_argument("--dropout-mask-kernel", action="store_true",
+                   help="gptkit's compiled dropout takes its mask from the Triton kernel (gptkit::dropout_mask)")
     p.add_argument("--hf", default=None, help="comma list of: fp32,bf16,bf16-compile, or none (default: fp32 on CPU, all on CUDA)")
     p.add_argument("--bare", action="store_true", help="also time gptkit's model in a bare loop (no Lightning)")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense peak for MFU (default: Lightning's table)")
@@ -280,6 +282,10 @@ def main() -> None:
     if unknown:
         p.error(f"--hf: unknown variant(s) {', '.join(sorted(unknown))}; use fp32, bf16, bf16-compile or none")
 
+    if args.dropout_mask_kernel:
+        import gptkit.model
+
+        gptkit.model._MASK_KERNEL_DEVICES = {device.type}
     results = [bench_gptkit(args, size, device)]
     flops_per_token = results[0]["flops_per_token"]
     if args.bare:
@@ -298,6 +304,7 @@ def main() -> None:
         "torch": torch.__version__,
         "task": args.task,
         "compile_mode": None if args.no_compile or device.type != "cuda" else args.compile_mode,
+        "dropout_mask_kernel": args.dropout_mask_kernel,
         "size": dict(zip(["n_layer", "n_head", "n_embd", "n_ctx", "vocab", "batch"], size)),
         "peak_tflops": peak / 1e12 if peak else None,
     }

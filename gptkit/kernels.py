@@ -8,10 +8,11 @@ gradient, and stores nothing else of the row's size. On an H200 it takes 0.57 ms
 8,192 x 40,512 bf16 logits, where ``torch.compile`` of the same function in PyTorch ops
 (``gptkit.model._cross_entropy_and_grad``, which writes the gradient to a new block) took 1.18 ms.
 
-``dropout_mask`` draws the keep-mask of dropout inside a compiled model
-(:func:`gptkit.model.dropout`). ``torch.compile`` draws each element's uniform with its own call of
-Philox (10 rounds of 32-bit multiplies, of which it keeps one output of four), which makes the fused
-``add + dropout + LayerNorm`` kernels compute-bound; this kernel keeps all four outputs of each call.
+``dropout_mask`` draws the keep-mask of dropout inside a compiled model (:func:`gptkit.model.dropout`,
+off until its speed is measured on a GPU). ``torch.compile`` draws each element's uniform with its
+own call of Philox (10 rounds of 32-bit multiplies, of which it keeps one output of four), which a GPU
+profile suggests is what the fused ``add + dropout + LayerNorm`` kernels spend most of their time on;
+this kernel keeps all four outputs of each call.
 """
 
 from __future__ import annotations
@@ -86,8 +87,13 @@ DROPOUT_BLOCK = 1024
 @triton.jit
 def _dropout_mask_kernel(seed_ptr, mask_ptr, n, threshold, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
-    # four 32-bit outputs per Philox counter; the top 24 bits of each are a uniform in [0, 2^24)
-    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), pid * BLOCK + tl.arange(0, BLOCK))
+    # Four 32-bit outputs per Philox counter; the top 24 bits of each are a uniform in [0, 2^24). The
+    # 64-bit counter goes in as two 32-bit words: given an int64 offset, tl.randint4x before Triton 3.4
+    # ran the 64-bit Philox, whose outputs would all pass the threshold (no dropout at all).
+    counter = pid * BLOCK + tl.arange(0, BLOCK)
+    lo = counter.to(tl.uint32)
+    r0, r1, r2, r3 = tl.philox(tl.load(seed_ptr), lo, (counter >> 32).to(tl.uint32), lo * 0, lo * 0)
+    tl.static_assert(r0.dtype == tl.uint32)
     idx = pid * 4 * BLOCK + tl.arange(0, BLOCK)
     tl.store(mask_ptr + idx, ((r0 >> 8) >= threshold).to(tl.uint8), mask=idx < n)
     idx += BLOCK

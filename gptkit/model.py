@@ -9,7 +9,6 @@ embedding, and N(0, 0.02) initialisation. Nothing here knows about files, recipe
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -46,26 +45,30 @@ class GPTConfig:
         return asdict(self)
 
 
-# Devices whose compiled dropout takes its mask from the Triton kernel (the tests add "cpu", where
-# Triton's interpreter runs it).
-_MASK_KERNEL_DEVICES = {"cuda"} if importlib.util.find_spec("triton") is not None else set()
+# Devices whose compiled dropout takes its keep-mask from the Triton kernel (:func:`dropout_mask`).
+# Empty until the kernel's speed is measured on a GPU (benchmarks/profile_step.py, variant
+# "mask-kernel"); the tests add "cpu", where Triton's interpreter runs it.
+_MASK_KERNEL_DEVICES: set[str] = set()
 
 
-@torch.library.custom_op("gptkit::dropout_mask", mutates_args=())
-def dropout_mask(seed: torch.Tensor, shape: list[int], p: float) -> torch.Tensor:
+def _dropout_mask(seed: torch.Tensor, shape: list[int], p: float) -> torch.Tensor:
     """A bool keep-mask of ``shape``, True with probability ``1 - p``: :func:`gptkit.kernels.dropout_mask`.
 
-    A custom op, so ``torch.compile`` keeps the Triton kernel as one call in the graph and fuses
-    the product with the mask into its own kernels; the same ``seed`` gives the same mask.
+    Registered as the custom op ``gptkit::dropout_mask`` (:data:`dropout_mask`), so ``torch.compile``
+    keeps the Triton kernel as one call in the graph and fuses the product with the mask into its own
+    kernels; the same ``seed`` gives the same mask.
     """
     from gptkit.kernels import dropout_mask as kernel
 
     return kernel(seed, shape, p)
 
 
-@dropout_mask.register_fake
-def _(seed: torch.Tensor, shape: list[int], p: float) -> torch.Tensor:
-    return seed.new_empty(shape, dtype=torch.bool)
+dropout_mask = None
+if hasattr(torch.library, "custom_op"):  # torch >= 2.4; the schema is spelled out for this module's string annotations
+    dropout_mask = torch.library.custom_op(
+        "gptkit::dropout_mask", _dropout_mask, mutates_args=(), schema="(Tensor seed, SymInt[] shape, float p) -> Tensor"
+    )
+    dropout_mask.register_fake(lambda seed, shape, p: seed.new_empty(shape, dtype=torch.bool))
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -76,15 +79,15 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     draw, and dropout is about 8% of a small model's CPU training step. The mask has the same
     distribution (to float32's 2^-24 resolution).
 
-    Compiled on CUDA (with Triton), the mask comes from :func:`dropout_mask`, a Triton kernel that
-    draws four elements per Philox call where ``torch.compile``'s own dropout draws one; the product
-    with the mask still fuses into the surrounding kernel (the residual add and LayerNorm).
-    Elsewhere (CUDA eager, whose kernel already draws four per call; other accelerators; compiled
-    on a CPU) this is ``F.dropout``.
+    Compiled on a device in ``_MASK_KERNEL_DEVICES`` (none by default: meant for CUDA, not yet measured
+    there), the mask comes from :data:`dropout_mask`, a Triton kernel that draws four elements per
+    Philox call where ``torch.compile``'s own dropout draws one; the product with the mask still fuses
+    into the surrounding kernel (the residual add and LayerNorm). Elsewhere (CUDA eager, whose kernel
+    already draws four per call; other accelerators; compiled) this is ``F.dropout``.
     """
     if not training or p == 0:
         return x
-    if torch.compiler.is_compiling() and x.device.type in _MASK_KERNEL_DEVICES and p < 1:
+    if torch.compiler.is_compiling() and x.device.type in _MASK_KERNEL_DEVICES and dropout_mask is not None and p < 1:
         seed = torch.randint(0, 2**62, (), device=x.device)
         return x * dropout_mask(seed, x.shape, p) * (1 / (1 - p))
     if x.device.type != "cpu" or p >= 1 or torch.compiler.is_compiling():

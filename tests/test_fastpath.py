@@ -141,36 +141,54 @@ def test_cpu_dropout_has_the_right_distribution_and_gradient():
     assert torch.count_nonzero(dropout(x, 1.0)) == 0
 
 
-@pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile unavailable")
-def test_compiled_cuda_dropout_path_draws_every_mask_from_the_kernel_op(monkeypatch):
-    """The graph of the compiled CUDA model: every dropout outside attention takes its mask from the
-    ``gptkit::dropout_mask`` op, in one graph, and gradients pass through the same masks. A stand-in
-    replaces the Triton kernel (tests/test_kernels.py checks the kernel itself where Triton is)."""
+@pytest.fixture
+def mask_op_with_a_stand_in_kernel(monkeypatch):
+    """The compiled dropout path of ``_MASK_KERNEL_DEVICES``, on the CPU, with a stand-in for the Triton
+    kernel (tests/test_kernels.py checks the kernel itself where Triton is). Yields the calls' masks and ps."""
     import sys
     import types
 
     from gptkit import model as model_module
 
-    masks = []
+    calls = []
 
     def stand_in(seed, shape, p):
-        masks.append(torch.rand(shape, generator=torch.Generator().manual_seed(int(seed))) >= p)
-        return masks[-1]
+        calls.append((torch.rand(shape, generator=torch.Generator().manual_seed(int(seed))) >= p, p))
+        return calls[-1][0]
 
     monkeypatch.setitem(sys.modules, "gptkit.kernels", types.SimpleNamespace(dropout_mask=stand_in))
     monkeypatch.setattr(model_module, "_MASK_KERNEL_DEVICES", {"cpu"})
     torch._dynamo.reset()
+    yield calls
+    torch._dynamo.reset()
+
+
+@pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile unavailable")
+def test_compiled_dropout_through_the_mask_op(mask_op_with_a_stand_in_kernel):
+    calls = mask_op_with_a_stand_in_kernel
+    x = torch.randn(8, 300, requires_grad=True)
+    out = torch.compile(lambda t: dropout(t, 0.25), fullgraph=True, backend="aot_eager")(x)
+    out.sum().backward()
+    [(mask, p)] = calls
+    assert p == 0.25
+    assert torch.allclose(out, x * mask / 0.75) and torch.allclose(x.grad, mask / 0.75)
+
+
+@pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile unavailable")
+def test_compiled_model_draws_every_dropout_mask_outside_attention_from_the_op(mask_op_with_a_stand_in_kernel):
+    """In one graph, each with its own rate, and gradients pass through the same masks."""
+    calls = mask_op_with_a_stand_in_kernel
     torch.manual_seed(0)
-    model = GPT(CFG).train()
+    model = GPT(GPTConfig(**{**CFG.to_dict(), "embd_pdrop": 0.2, "resid_pdrop": 0.3})).train()
     model.compile(backend="aot_eager", fullgraph=True)
     x = torch.randint(0, CFG.vocab_size, (2, 16))
     model(x).square().mean().backward()
-    assert len(masks) == 1 + 2 * CFG.n_layer  # embeddings, and each block's two residual branches
-    assert all(m.shape == (2, 16, CFG.n_embd) for m in masks)
+    # embeddings, then each block's two residual branches (attention dropout stays inside SDPA)
+    assert [p for _, p in calls] == [0.2] + [0.3] * 2 * CFG.n_layer
+    assert all(mask.shape == (2, 16, CFG.n_embd) for mask, _ in calls)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-    # the first mask is the embeddings': a position's gradient is zero exactly where both sequences drop it
-    assert torch.equal(model.positions_embed.weight.grad[:16] == 0, (~masks[0]).all(0))
-    torch._dynamo.reset()
+    # a position's embedding gradient is zero exactly where both sequences drop it
+    assert torch.equal(model.positions_embed.weight.grad[:16] == 0, (~calls[0][0]).all(0))
 
 
 def test_textbook_attention_matches_sdpa():

@@ -104,13 +104,19 @@ def test_dropout_mask_kernel_keeps_each_element_with_probability_one_minus_p(mas
     assert mask.shape == shape and mask.dtype == torch.bool and mask.device.type == DEVICE
     assert _keep_rate_is(mask, p)
     assert torch.equal(mask, mask_kernel(seed.clone(), shape, p))  # the seed decides the mask
-    other = mask_kernel(torch.tensor(1235, device=DEVICE), shape, p)
-    assert _keep_rate_is(mask == other, 2 * p * (1 - p))  # another seed: an independent mask (they differ w.p. 2p(1-p))
+    # another seed, also one that differs only above bit 32: an independent mask (they agree w.p. 1 - 2p(1-p))
+    for other_seed in (1235, 1234 + 2**32):
+        other = mask_kernel(torch.tensor(other_seed, device=DEVICE), shape, p)
+        assert _keep_rate_is(mask == other, 2 * p * (1 - p)), other_seed
     # The four outputs of each Philox call fill four blocks of a program: they must be independent
     # of each other, and every block must be written (the tail too).
     whole = mask.numel() // (4 * DROPOUT_BLOCK) * 4 * DROPOUT_BLOCK  # elements of the full programs
-    streams = mask.flatten()[:whole].float().view(-1, 4, DROPOUT_BLOCK).transpose(0, 1).reshape(4, -1)
+    blocks = mask.flatten()[:whole].float().view(-1, 4, DROPOUT_BLOCK)
+    streams = blocks.transpose(0, 1).reshape(4, -1)
     assert torch.corrcoef(streams).sub(torch.eye(4, device=DEVICE)).abs().max() < 5 / streams.size(1) ** 0.5
+    if p == 0.5:  # ... and no two programs share counters: no run of 64 elements (64 random bits) repeats
+        runs = blocks.flatten().view(-1, 64).long() << torch.arange(64, device=DEVICE)
+        assert runs.sum(1).unique().numel() == runs.size(0)
     assert _keep_rate_is(mask.flatten()[whole:], p)
 
 
@@ -125,9 +131,16 @@ def test_dropout_mask_kernel_edges(mask_kernel):
         mask_kernel(seed, (4,), 1.5)
 
 
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 @in_process
-def test_compiled_dropout_draws_its_mask_with_the_kernel(monkeypatch):
-    """Compiled on a device in ``_MASK_KERNEL_DEVICES`` (CUDA; here the interpreter's CPU), dropout's
+def test_compiled_dropout_draws_its_mask_with_the_kernel(monkeypatch, fresh_dynamo):
+    """Compiled on a device in ``_MASK_KERNEL_DEVICES`` (meant for CUDA; here the interpreter's CPU), dropout's
     mask comes from the Triton kernel, in one graph, and the gradient uses the same mask."""
     import gptkit.kernels
     from gptkit import model as model_module
@@ -136,7 +149,6 @@ def test_compiled_dropout_draws_its_mask_with_the_kernel(monkeypatch):
     kernel = gptkit.kernels.dropout_mask
     monkeypatch.setattr(gptkit.kernels, "dropout_mask", lambda *args: calls.append(args) or kernel(*args))
     monkeypatch.setattr(model_module, "_MASK_KERNEL_DEVICES", {DEVICE})
-    torch._dynamo.reset()
     torch.manual_seed(0)
     x = torch.randn(64, 300, device=DEVICE, requires_grad=True)
     fn = torch.compile(lambda t: model_module.dropout(t * 2, 0.25), fullgraph=True)
@@ -148,4 +160,3 @@ def test_compiled_dropout_draws_its_mask_with_the_kernel(monkeypatch):
     assert torch.allclose(out[kept], (x * 2 / 0.75)[kept])
     assert torch.allclose(x.grad, kept * (2 / 0.75))  # backward through the forward's mask
     assert not torch.equal(fn(x) != 0, kept)  # a fresh seed each call
-    torch._dynamo.reset()
