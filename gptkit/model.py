@@ -63,12 +63,11 @@ def _dropout_mask(seed: torch.Tensor, shape: list[int], p: float) -> torch.Tenso
     return kernel(seed, shape, p)
 
 
-dropout_mask = None
-if hasattr(torch.library, "custom_op"):  # torch >= 2.4; the schema is spelled out for this module's string annotations
-    dropout_mask = torch.library.custom_op(
-        "gptkit::dropout_mask", _dropout_mask, mutates_args=(), schema="(Tensor seed, SymInt[] shape, float p) -> Tensor"
-    )
-    dropout_mask.register_fake(lambda seed, shape, p: seed.new_empty(shape, dtype=torch.bool))
+# The schema is spelled out: torch 2.4 cannot read this module's string annotations.
+dropout_mask = torch.library.custom_op(
+    "gptkit::dropout_mask", _dropout_mask, mutates_args=(), schema="(Tensor seed, SymInt[] shape, float p) -> Tensor"
+)
+dropout_mask.register_fake(lambda seed, shape, p: seed.new_empty(shape, dtype=torch.bool))
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -87,7 +86,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """
     if not training or p == 0:
         return x
-    if torch.compiler.is_compiling() and x.device.type in _MASK_KERNEL_DEVICES and dropout_mask is not None and p < 1:
+    if torch.compiler.is_compiling() and x.device.type in _MASK_KERNEL_DEVICES and p < 1:
         seed = torch.randint(0, 2**62, (), device=x.device)
         return x * dropout_mask(seed, x.shape, p) * (1 / (1 - p))
     if x.device.type != "cpu" or p >= 1 or torch.compiler.is_compiling():

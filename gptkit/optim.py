@@ -32,15 +32,12 @@ def schedule_factor(step: int, schedule: str, warmup: int, total: int) -> float:
 
 
 def fused_adamw_available(device: torch.device) -> bool:
-    """Whether ``AdamW(fused=True)`` runs on ``device``: CUDA, and CPUs from PyTorch 2.4.
+    """Whether ``AdamW(fused=True)`` runs on ``device``: CUDA and CPUs.
 
     On a 2-core CPU the fused step is 5x faster than the default multi-tensor one (1.8 against
     10.5 ms for 5.2M parameters), about 2% of a small model's training step.
     """
-    if device.type == "cuda":
-        return True
-    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
-    return device.type == "cpu" and (major, minor) >= (2, 4)
+    return device.type in ("cuda", "cpu")
 
 
 def choose_fused(requested: bool | None, device: torch.device, grad_scaler: bool, clipping: bool) -> bool:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gptkit.model import GPT, GPTConfig
-from gptkit.optim import fused_adamw_available, param_groups, schedule_factor
+from gptkit.optim import param_groups, schedule_factor
 
 
 def test_decay_only_on_matrices_and_embeddings():
@@ -42,13 +42,13 @@ def test_adamw_is_decoupled():
 
 def test_fused_adamw_is_left_off_with_a_grad_scaler_and_clipping():
     from gptkit.errors import GptkitError
-    from gptkit.optim import choose_fused, fused_adamw_available
+    from gptkit.optim import choose_fused
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert choose_fused(None, cuda, grad_scaler=False, clipping=True) is True
     assert choose_fused(None, cuda, grad_scaler=True, clipping=False) is True
     assert choose_fused(None, cuda, grad_scaler=True, clipping=True) is False  # Lightning would refuse to clip
-    assert choose_fused(None, cpu, grad_scaler=False, clipping=True) is fused_adamw_available(cpu)
+    assert choose_fused(None, cpu, grad_scaler=False, clipping=True) is True
     assert choose_fused(False, cuda, grad_scaler=False, clipping=False) is False
     with pytest.raises(GptkitError, match="optim.fused=true cannot be combined"):
         choose_fused(True, cuda, grad_scaler=True, clipping=True)
@@ -80,8 +80,6 @@ def _finetune_weights(tmp_path, name, *overrides):
 def test_fused_adamw_clips_gradients_under_bf16_mixed(tmp_path):
     """Lightning refuses to clip for a fused optimizer under mixed precision, even with no GradScaler
     (bf16), where clipping is exact: gptkit clips itself there, the same as the non-fused path."""
-    if not fused_adamw_available(torch.device("cpu")):
-        pytest.skip("fused AdamW needs torch >= 2.4 on CPU")
     fused, clipped_fused = _finetune_weights(tmp_path, "fused", "trainer.gradient_clip_val=0.01")
     plain, clipped_plain = _finetune_weights(tmp_path, "plain", "trainer.gradient_clip_val=0.01", "optim.fused=false")
     _, unclipped = _finetune_weights(tmp_path, "unclipped", "trainer.gradient_clip_val=null", "optim.fused=false")
