@@ -47,6 +47,9 @@ VARIANTS = {
     # the fused loss in fewer, larger chunks: fewer float32 dW accumulations, more memory
     "loss-chunk-16384": Variant(loss_chunk=16384),
     "loss-chunk-32768": Variant(loss_chunk=32768),
+    # recipes/pretrain.yaml's coordinate-descent tuning with the mask kernel
+    "mask-kernel+coordinate-descent": Variant(inductor={"coordinate_descent_tuning": True},
+                                              attributes={"_MASK_KERNEL_DEVICES": {"cuda"}}),
 }
 DEFAULT_ATTRIBUTES = {"_MASK_KERNEL_DEVICES": gptkit.model._MASK_KERNEL_DEVICES}
 GROUPS = [  # first match wins

@@ -115,6 +115,8 @@ def bench_gptkit(args, size, device) -> dict:
     if args.no_compile:
         overrides.append("model.compile=false")
     overrides.append(f"model.compile_mode={args.compile_mode}")
+    if args.compile_tuning:
+        overrides.append("model.compile_tuning=true")
     if args.task == "race":
         overrides += ["data.name=race", "objective.lm_coef=0.5"]
     cfg = load_config(None, overrides)
@@ -165,6 +167,7 @@ def bench_gptkit(args, size, device) -> dict:
 def bench_plain(args, size, device) -> dict:
     """gptkit's model and fused loss in a bare loop (no Lightning): what the Trainer costs on top."""
     from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
+    from gptkit.module import compile_arguments
     from gptkit.optim import fused_adamw_available, param_groups
 
     n_layer, n_head, n_embd, n_ctx, vocab, batch = size
@@ -173,7 +176,7 @@ def bench_plain(args, size, device) -> dict:
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=fused_adamw_available(device))
     if cuda and not args.no_compile:
-        model.compile(mode=args.compile_mode)
+        model.compile(**compile_arguments(args.compile_mode, args.compile_tuning))
     x = torch.randint(0, vocab, (batch, n_ctx + 1), device=device)
     chunk = lm_loss_chunk_rows(device, vocab)
 
@@ -257,6 +260,8 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true", help="gptkit without torch.compile")
     p.add_argument("--compile-mode", default="default",
                    help="gptkit's torch.compile mode (model.compile_mode), e.g. max-autotune-no-cudagraphs")
+    p.add_argument("--compile-tuning", action="store_true",
+                   help="gptkit with inductor's coordinate-descent tuning (model.compile_tuning, as recipes/pretrain.yaml)")
     p.add_argument("--dropout-mask-kernel", action="store_true",
                    help="gptkit's compiled dropout takes its mask from the Triton kernel (gptkit::dropout_mask)")
     p.add_argument("--hf", default=None, help="comma list of: fp32,bf16,bf16-compile, or none (default: fp32 on CPU, all on CUDA)")
@@ -304,6 +309,7 @@ def main() -> None:
         "torch": torch.__version__,
         "task": args.task,
         "compile_mode": None if args.no_compile or device.type != "cuda" else args.compile_mode,
+        "compile_tuning": args.compile_tuning,
         "dropout_mask_kernel": args.dropout_mask_kernel,
         "size": dict(zip(["n_layer", "n_head", "n_embd", "n_ctx", "vocab", "batch"], size)),
         "peak_tflops": peak / 1e12 if peak else None,

@@ -217,7 +217,7 @@ def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict):
 
     m = OmegaConf.to_container(cfg.model)
     head_dropout = m.pop("clf_pdrop")
-    compile_, compile_mode = m.pop("compile"), m.pop("compile_mode")
+    compile_, compile_mode, compile_tuning = m.pop("compile"), m.pop("compile_mode"), m.pop("compile_tuning")
     if compile_ is None:
         compile_ = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     m["vocab_size"] = tokenizer.vocab_size
@@ -225,7 +225,7 @@ def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict):
     module = GPTModule(
         model=m, optim=OmegaConf.to_container(cfg.optim), objective=OmegaConf.to_container(cfg.objective),
         task=task, head_dropout=head_dropout, tokenizer=tokenizer_record, compile=compile_,
-        compile_mode=compile_mode,
+        compile_mode=compile_mode, compile_tuning=compile_tuning,
     )
     if cfg.init.checkpoint and not cfg.ckpt_path:
         init_from(module, cfg.init.checkpoint, cfg.init.n_transfer)

@@ -41,6 +41,7 @@ class ModelConfig:
     resid_pdrop: float = 0.1
     compile: bool | None = None  # torch.compile the backbone; null = on for CUDA, off elsewhere
     compile_mode: str = "default"  # torch.compile mode when compiling: default | max-autotune-no-cudagraphs | ...
+    compile_tuning: bool = False  # inductor's coordinate-descent tuning of the fused kernels (more compile time)
     clf_pdrop: float = 0.1  # fine-tuning: dropout before the task head (the released code's clf_pdrop)
 
 

@@ -34,6 +34,16 @@ class FiniteFlag(HostCopy):
         self.loss = loss
 
 
+def compile_arguments(mode: str, tuning: bool) -> dict:
+    """``torch.compile``'s arguments: its ``mode``; with ``tuning``, that mode's inductor options plus
+    coordinate-descent tuning (``torch.compile`` takes a mode or options, not both)."""
+    if not tuning:
+        return {"mode": mode}
+    from torch._inductor import list_mode_options
+
+    return {"options": {**list_mode_options(mode), "coordinate_descent_tuning": True}}
+
+
 class GPTModule(pl.LightningModule):
     """The GPT-1 backbone with the LM objective and, when ``task`` is set, a task head.
 
@@ -45,6 +55,7 @@ class GPTModule(pl.LightningModule):
         tokenizer: ``{"kind", "path", "fingerprint"}`` of the run's tokenizer, recorded in checkpoints.
         compile: ``torch.compile`` the backbone (in ``configure_model``).
         compile_mode: ``torch.compile``'s ``mode`` when compiling (``default``, ``max-autotune``...).
+        compile_tuning: add inductor's coordinate-descent tuning of the fused kernels to that mode.
     """
 
     def __init__(
@@ -57,6 +68,7 @@ class GPTModule(pl.LightningModule):
         tokenizer: dict | None = None,
         compile: bool = False,
         compile_mode: str = "default",
+        compile_tuning: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -136,7 +148,7 @@ class GPTModule(pl.LightningModule):
 
     def configure_model(self) -> None:
         if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.backbone.compile(mode=self.hparams.compile_mode)
+            self.backbone.compile(**compile_arguments(self.hparams.compile_mode, self.hparams.compile_tuning))
             self._compiled = True
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:

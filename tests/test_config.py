@@ -82,6 +82,9 @@ def test_config_is_read_only():
     (["model.compile=true"], "default"),
     (["model.compile=true", "model.compile_mode=max-autotune-no-cudagraphs"], "max-autotune-no-cudagraphs"),
     (["model.compile=false", "model.compile_mode=max-autotune"], None),  # the mode applies only when compiling
+    (["model.compile=true", "model.compile_tuning=true"], {"coordinate_descent_tuning": True}),
+    (["model.compile=true", "model.compile_tuning=true", "model.compile_mode=reduce-overhead"],
+     {"triton.cudagraphs": True, "coordinate_descent_tuning": True}),
 ])
 def test_compile_mode_reaches_torch_compile(monkeypatch, overrides, expected):
     from gptkit.builder import build_module
@@ -94,7 +97,10 @@ def test_compile_mode_reaches_torch_compile(monkeypatch, overrides, expected):
     module = build_module(cfg, tokenizer, {"kind": "bpe"})
     module.configure_model()
     module.configure_model()  # Lightning may call it again (e.g. after a restart): compiled once
-    assert calls == ([] if expected is None else [{"mode": expected}])
+    if isinstance(expected, dict):  # with tuning: the mode's inductor options plus coordinate descent
+        assert calls == [{"options": expected}]
+    else:
+        assert calls == ([] if expected is None else [{"mode": expected}])
 
 
 def test_ckpt_path_best_names_what_is_missing(tmp_path):
