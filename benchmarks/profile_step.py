@@ -1,9 +1,9 @@
 """Where a GPU training step of the 117M model spends its time (bare loop, bf16, compiled backbone).
 
-Times variants of the step at the paper's batch (64 x 512 tokens) and, for the first one, prints
-what its CUDA kernels cost per step from torch.profiler: grouped (matrix products, attention, the
-compiled fused kernels by kind, the optimizer, the rest), the idle gap between kernels, and the top
-kernels by name.
+Times variants of the step at the paper's batch (64 x 512 tokens) and prints what the CUDA kernels
+of each (or, with ``--profile-first``, of the first only) cost per step from torch.profiler: grouped
+(matrix products, attention, the compiled fused kernels by kind, the optimizer, the rest), the idle
+gap between kernels, and the top kernels by name.
 
     python benchmarks/profile_step.py                          # every variant
     python benchmarks/profile_step.py default sdpa-flash       # some of them
@@ -142,9 +142,10 @@ def report(step, step_s: float, steps: int = 3) -> None:
 
 
 if __name__ == "__main__":
-    wanted = sys.argv[1:] or list(VARIANTS)
+    profile_first = "--profile-first" in sys.argv
+    wanted = [a for a in sys.argv[1:] if a != "--profile-first"] or list(VARIANTS)
     unknown = set(wanted) - set(VARIANTS)
     if unknown:
         sys.exit(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
     for i, variant in enumerate(wanted):
-        run(variant, profile=i == 0)
+        run(variant, profile=i == 0 or not profile_first)
