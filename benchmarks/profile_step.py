@@ -110,7 +110,7 @@ def run(name: str, steps: int = 10, profile: bool = False) -> None:
             step()
         torch.cuda.synchronize()
         dt = (time.perf_counter() - t0) / steps
-        print(f"{name:<22} {dt * 1000:7.1f} ms/step  {64 * 512 / dt:>10,.0f} tokens/s  "
+        print(f"{name:<30} {dt * 1000:7.1f} ms/step  {64 * 512 / dt:>10,.0f} tokens/s  "
               f"peak {torch.cuda.max_memory_allocated() / 2**30:4.1f} GiB  (warm-up {warmup:.0f} s)", flush=True)
         if profile:
             report(step, dt)
