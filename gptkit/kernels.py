@@ -85,7 +85,16 @@ DROPOUT_BLOCK = 1024
 
 
 @triton.jit
-def _dropout_mask_kernel(seed_ptr, mask_ptr, n, threshold, BLOCK: tl.constexpr):
+def _store_keep(mask_ptr, idx, r, threshold, n, EVEN: tl.constexpr):
+    keep = ((r >> 8) >= threshold).to(tl.uint8)
+    if EVEN:  # every program's elements are in range: no bounds checks
+        tl.store(mask_ptr + idx, keep)
+    else:
+        tl.store(mask_ptr + idx, keep, mask=idx < n)
+
+
+@triton.jit
+def _dropout_mask_kernel(seed_ptr, mask_ptr, n, threshold, BLOCK: tl.constexpr, EVEN: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     # Four 32-bit outputs per Philox counter; the top 24 bits of each are a uniform in [0, 2^24). The
     # 64-bit counter goes in as two 32-bit words: given an int64 offset, tl.randint4x before Triton 3.4
@@ -95,13 +104,10 @@ def _dropout_mask_kernel(seed_ptr, mask_ptr, n, threshold, BLOCK: tl.constexpr):
     r0, r1, r2, r3 = tl.philox(tl.load(seed_ptr), lo, (counter >> 32).to(tl.uint32), lo * 0, lo * 0)
     tl.static_assert(r0.dtype == tl.uint32)
     idx = pid * 4 * BLOCK + tl.arange(0, BLOCK)
-    tl.store(mask_ptr + idx, ((r0 >> 8) >= threshold).to(tl.uint8), mask=idx < n)
-    idx += BLOCK
-    tl.store(mask_ptr + idx, ((r1 >> 8) >= threshold).to(tl.uint8), mask=idx < n)
-    idx += BLOCK
-    tl.store(mask_ptr + idx, ((r2 >> 8) >= threshold).to(tl.uint8), mask=idx < n)
-    idx += BLOCK
-    tl.store(mask_ptr + idx, ((r3 >> 8) >= threshold).to(tl.uint8), mask=idx < n)
+    _store_keep(mask_ptr, idx, r0, threshold, n, EVEN)
+    _store_keep(mask_ptr, idx + BLOCK, r1, threshold, n, EVEN)
+    _store_keep(mask_ptr, idx + 2 * BLOCK, r2, threshold, n, EVEN)
+    _store_keep(mask_ptr, idx + 3 * BLOCK, r3, threshold, n, EVEN)
 
 
 def dropout_mask(seed: torch.Tensor, shape, p: float) -> torch.Tensor:
@@ -121,5 +127,6 @@ def dropout_mask(seed: torch.Tensor, shape, p: float) -> torch.Tensor:
     if n:
         grid = (triton.cdiv(n, 4 * DROPOUT_BLOCK),)
         with torch.cuda.device(seed.device) if seed.is_cuda else contextlib.nullcontext():
-            _dropout_mask_kernel[grid](seed, mask.view(torch.uint8), n, math.ceil(p * 2**24), BLOCK=DROPOUT_BLOCK)
+            _dropout_mask_kernel[grid](seed, mask.view(torch.uint8), n, math.ceil(p * 2**24), BLOCK=DROPOUT_BLOCK,
+                                       EVEN=n % (4 * DROPOUT_BLOCK) == 0)
     return mask
