@@ -20,7 +20,7 @@ import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gptkit.config import to_yaml
+from gptkit.config import check_pretrain_monitor, to_yaml
 from gptkit.console import log, quiet_libraries
 from gptkit.errors import CheckpointError, ConfigError, DataError
 from gptkit.tokenizer import Tokenizer
@@ -428,6 +428,7 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
     else:
         from gptkit.data.sources import resolve_sources
 
+        check_pretrain_monitor(cfg)  # before any data is read, as check_task_config
         sources = resolve_sources(list(cfg.data.files), cfg.data.corpus, cfg.data.text_field, cfg.run.data_dir)
     tokenizer, kind = build_tokenizer(cfg, sources, ckpt_path)
     record = {"kind": kind, "exact": kind == "openai-gpt", "path": str((rdir / "tokenizer.json").resolve()),

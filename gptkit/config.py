@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -246,24 +246,74 @@ def load_config(recipe: str | Path | None, overrides: list[str] | tuple[str, ...
     return cfg
 
 
+# Numeric ranges, checked after merging: key -> rule, as the error message states it. A null value passes
+# where the schema allows null (it means "use the default"); elsewhere OmegaConf has already refused it.
+RULES = {
+    "positive": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
+    "-1 (keep all) or >= 0": lambda v: v >= -1,
+}
+RANGES = {
+    **dict.fromkeys(["model.n_layer", "model.n_head", "model.n_embd", "model.n_ctx", "data.batch_size",
+                     "tokenizer.vocab_size", "trainer.accumulate_grad_batches", "optim.lr", "optim.eps"],
+                    "positive"),
+    **dict.fromkeys(["model.embd_pdrop", "model.attn_pdrop", "model.resid_pdrop", "model.clf_pdrop"], "in [0, 1)"),
+    **dict.fromkeys(["optim.weight_decay", "optim.warmup_steps", "data.num_workers", "objective.lm_coef",
+                     "trainer.gradient_clip_val"], ">= 0"),
+    "optim.warmup_ratio": "in [0, 1]",
+    "data.eval_batch_size": ">= 1",
+    "checkpoint.save_top_k": "-1 (keep all) or >= 0",
+}
+# What pretraining logs, for checkpoint.monitor (fine-tuning tasks: gptkit.builder.check_task_config).
+PRETRAIN_MONITORS = ("val/loss", "val/ppl", "train/loss")
+
+
+def _nullable(key: str) -> bool:
+    """Whether the schema lets ``key`` (dotted) be null."""
+    schema: Any = GptkitConfig
+    *parents, name = key.split(".")
+    for parent in parents:
+        schema = get_type_hints(schema)[parent]
+    return type(None) in get_args(get_type_hints(schema)[name])
+
+
 def _check_values(cfg: DictConfig) -> None:
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"'{key}' is {value!r}; choose one of {', '.join(allowed)}")
-    positive = ["model.n_layer", "model.n_head", "model.n_embd", "model.n_ctx", "data.batch_size",
-                "tokenizer.vocab_size", "trainer.accumulate_grad_batches"]
-    for key in positive:
-        if OmegaConf.select(cfg, key) <= 0:
-            raise ConfigError(f"'{key}' must be positive, got {OmegaConf.select(cfg, key)}")
+    for key, rule in RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not RULES[rule](value):
+            null = " (or null)" if _nullable(key) else ""
+            raise ConfigError(f"'{key}' must be {rule}{null}, got {value}")
     if cfg.model.n_embd % cfg.model.n_head:
         raise ConfigError(
             f"model.n_embd ({cfg.model.n_embd}) must be divisible by model.n_head ({cfg.model.n_head})"
         )
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.data.val_fraction}")
-    if len(cfg.optim.betas) != 2:
-        raise ConfigError(f"optim.betas must hold two numbers, got {list(cfg.optim.betas)}")
+    betas = list(cfg.optim.betas)
+    if len(betas) != 2 or not all(RULES["in [0, 1)"](b) for b in betas):
+        raise ConfigError(f"optim.betas must hold two numbers, each in [0, 1), got {betas}")
+    name = cfg.run.name
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"run.name {name!r} must be a plain folder name (not empty, '.' or '..', no '/' or "
+                          f"'\\'): the run folder is <run.dir>/<run.name>; set run.dir to put runs elsewhere")
+
+
+def check_pretrain_monitor(cfg: DictConfig) -> None:
+    """Refuse a ``checkpoint.monitor`` that pretraining never logs (it would leave no best checkpoint).
+
+    Called when a pretraining run is built, not at load time: a base recipe (``_base/finetune.yaml``)
+    may set a task's monitor before a recipe extending it sets ``data.name``.
+    """
+    if cfg.checkpoint.monitor not in PRETRAIN_MONITORS:
+        raise ConfigError(f"checkpoint.monitor={cfg.checkpoint.monitor} is not a metric that pretraining "
+                          f"(data.name=pretrain) logs; choose one of {', '.join(PRETRAIN_MONITORS)}")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -49,11 +49,64 @@ def test_base_extension_and_overrides(tmp_path):
         (["trainer.max_steps"], "not of the form key=value"),
         (["tokenizer.kind=sentencepiece"], "choose one of bpe"),
         (["model.compile_mode=fast"], "'model.compile_mode' is 'fast'; choose one of default, max-autotune"),
+        (["optim.lr=-1"], r"'optim.lr' must be positive, got -1.0"),
+        (["optim.lr=0"], r"'optim.lr' must be positive, got 0.0"),
+        (["optim.eps=0"], r"'optim.eps' must be positive, got 0.0"),
+        (["optim.weight_decay=-0.1"], r"'optim.weight_decay' must be >= 0, got -0.1"),
+        (["optim.betas=[0.9,1.0]"], r"optim.betas must hold two numbers, each in \[0, 1\), got \[0.9, 1.0\]"),
+        (["optim.betas=[-0.1,0.999]"], r"optim.betas must hold two numbers, each in \[0, 1\)"),
+        (["optim.betas=[0.9]"], r"optim.betas must hold two numbers"),
+        (["optim.warmup_steps=-5"], r"'optim.warmup_steps' must be >= 0, got -5"),
+        (["optim.warmup_ratio=2"], r"'optim.warmup_ratio' must be in \[0, 1\] \(or null\), got 2.0"),
+        (["model.embd_pdrop=1.5"], r"'model.embd_pdrop' must be in \[0, 1\), got 1.5"),
+        (["model.attn_pdrop=-0.1"], r"'model.attn_pdrop' must be in \[0, 1\), got -0.1"),
+        (["model.resid_pdrop=1"], r"'model.resid_pdrop' must be in \[0, 1\), got 1.0"),
+        (["model.clf_pdrop=2"], r"'model.clf_pdrop' must be in \[0, 1\), got 2.0"),
+        (["data.num_workers=-1"], r"'data.num_workers' must be >= 0, got -1"),
+        (["data.eval_batch_size=0"], r"'data.eval_batch_size' must be >= 1 \(or null\), got 0"),
+        (["data.batch_size=-3"], r"'data.batch_size' must be positive, got -3"),
+        (["checkpoint.save_top_k=-2"], r"'checkpoint.save_top_k' must be -1 \(keep all\) or >= 0, got -2"),
+        (["objective.lm_coef=-1"], r"'objective.lm_coef' must be >= 0, got -1.0"),
+        (["trainer.gradient_clip_val=-1"], r"'trainer.gradient_clip_val' must be >= 0 \(or null\), got -1.0"),
+        (["run.name=../../etc"], r"run.name '../../etc' must be a plain folder name"),
+        (["run.name=a/b"], r"run.name 'a/b' must be a plain folder name"),
+        (["run.name=a\\b"], r"run.name 'a\\\\b' must be a plain folder name"),
+        (["run.name=.."], r"run.name '..' must be a plain folder name"),
+        (["run.name=."], r"run.name '.' must be a plain folder name"),
+        (["run.name=''"], r"run.name '' must be a plain folder name \(not empty"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["optim.warmup_ratio=0", "optim.warmup_ratio=1", "optim.warmup_steps=0", "optim.weight_decay=0"],
+    ["optim.betas=[0,0.999]", "objective.lm_coef=0", "trainer.gradient_clip_val=0", "data.num_workers=0"],
+    ["model.embd_pdrop=0", "model.attn_pdrop=0", "model.resid_pdrop=0", "model.clf_pdrop=0.99"],
+    ["checkpoint.save_top_k=-1", "data.eval_batch_size=1"], ["checkpoint.save_top_k=0"],
+    ["run.name=my-run.2"],
+])
+def test_range_bounds_are_accepted(overrides):
+    load_config(None, overrides)
+
+
+@pytest.mark.parametrize("monitor", ["val/acc", "val_loss", "acc"])
+def test_pretraining_refuses_a_monitor_it_never_logs(tmp_path, monitor):
+    from gptkit.builder import build
+
+    cfg = load_config(None, [f"run.dir={tmp_path}", f"checkpoint.monitor={monitor}"])  # a base recipe may set it
+    with pytest.raises(ConfigError, match=rf"checkpoint.monitor={monitor} is not a metric that pretraining "
+                                          r"\(data.name=pretrain\) logs; choose one of val/loss, val/ppl, train/loss"):
+        build(cfg)  # before any data is read: there is none here
+
+
+@pytest.mark.parametrize("monitor", ["val/loss", "val/ppl", "train/loss"])
+def test_pretraining_monitors(monitor):
+    from gptkit.config import check_pretrain_monitor
+
+    check_pretrain_monitor(load_config(None, [f"checkpoint.monitor={monitor}"]))
 
 
 def test_bad_recipe_files(tmp_path):
