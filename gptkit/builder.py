@@ -6,10 +6,10 @@ Trainer. The CLI only parses arguments and calls ``run``; tests and sweeps can c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from gptkit.config import check_pretrain_monitor, to_yaml
 from gptkit.console import log, quiet_libraries
 from gptkit.errors import CheckpointError, ConfigError, DataError
-from gptkit.tokenizer import Tokenizer
+from gptkit.reliability import RunFolder
+from gptkit.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 
 @dataclass
@@ -248,10 +249,18 @@ def init_from(module, checkpoint: str, n_transfer: int | None) -> None:
             f"init.checkpoint {checkpoint} has {ckpt_config.n_layer} blocks but model.n_layer={mine.n_layer}; "
             "match it, or set init.n_transfer to transfer fewer"
         )
-    if state["tokens_embed.weight"].shape[0] > mine.vocab_size:
+    if n_transfer is not None and n_transfer > ckpt_config.n_layer:
         raise CheckpointError(
-            f"init.checkpoint {checkpoint} has a {state['tokens_embed.weight'].shape[0]}-token vocabulary but "
-            f"the tokenizer has {mine.vocab_size}; use the tokenizer the checkpoint was trained with"
+            f"init.n_transfer={n_transfer} but init.checkpoint {checkpoint} has {ckpt_config.n_layer} blocks; "
+            f"set init.n_transfer to at most {ckpt_config.n_layer}"
+        )
+    theirs = state["tokens_embed.weight"].shape[0]
+    # the tokenizer may add GPT-1's fine-tuning tokens to the checkpoint's vocabulary, and nothing else
+    if not theirs <= mine.vocab_size <= theirs + len(SPECIAL_TOKENS):
+        raise CheckpointError(
+            f"init.checkpoint {checkpoint} has a {theirs}-token vocabulary but the tokenizer has "
+            f"{mine.vocab_size}; use the tokenizer the checkpoint was trained with (drop tokenizer.kind and "
+            "tokenizer.path from the recipe: a fine-tuning run takes the checkpoint's own)"
         )
     keys = module.load_pretrained(state, n_transfer)
     log(f"initialised {len(keys)} backbone tensors from {checkpoint}"
@@ -285,6 +294,27 @@ def adopt_checkpoint_model(cfg: DictConfig, ckpt_path: str | None) -> DictConfig
     adopted = OmegaConf.merge(cfg, {"model": changes})
     OmegaConf.set_readonly(adopted, True)
     return adopted
+
+
+def check_checkpoint_task(ckpt_path: str, task: str | None) -> None:
+    """Refuse to resume or evaluate a checkpoint of another task (or pretraining) with this recipe."""
+    from gptkit.checkpoint import ckpt_hparams
+
+    hp = ckpt_hparams(ckpt_path)
+    if "model" not in hp:
+        raise CheckpointError(f"{ckpt_path} was not written by `gptkit fit` (no model hyper-parameters inside); "
+                              "give a .ckpt from a run's checkpoints folder")
+    theirs = hp.get("task")
+    if theirs == task:
+        return
+
+    def what(t: str | None) -> str:
+        return f"{t} fine-tuning" if t else "pretraining"
+
+    fix = f"use the {theirs} recipe (data.name={theirs})" if theirs else "use a pretraining recipe"
+    if task and not theirs:
+        fix += f", or start fine-tuning from it with init.checkpoint={ckpt_path} instead of ckpt_path"
+    raise CheckpointError(f"checkpoint {ckpt_path} is from {what(theirs)} but the recipe is for {what(task)}; {fix}")
 
 
 def check_resume(ckpt_path: str, tokenizer_record: dict) -> None:
@@ -377,7 +407,7 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
     return callbacks, progress == "rich"
 
 
-def build_trainer(cfg: DictConfig, rdir: Path) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, rdir: Path, extra_callbacks: list[pl.Callback] = ()) -> pl.Trainer:
     from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -392,7 +422,7 @@ def build_trainer(cfg: DictConfig, rdir: Path) -> pl.Trainer:
             **kwargs,
             default_root_dir=str(rdir),
             logger=TensorBoardLogger(save_dir=str(rdir), name="tensorboard"),
-            callbacks=callbacks,
+            callbacks=[*callbacks, *extra_callbacks],
             plugins=[AtomicCheckpointIO()],  # temp file + fsync + rename; weights_only loading
             enable_progress_bar=bar,
             enable_model_summary=False,
@@ -415,8 +445,9 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
             f"init.checkpoint {cfg.init.checkpoint} does not exist; give a gptkit .ckpt file (e.g. "
             "runs/<pretraining run>/checkpoints/last.ckpt) or a `gptkit import` folder"
         )
-    if verb == "fit" and ckpt_path is None:
-        guard_run_dir(cfg, rdir)
+    if ckpt_path:
+        check_checkpoint_task(ckpt_path, None if cfg.data.name == "pretrain" else cfg.data.name)
+    replace = verb == "fit" and ckpt_path is None and guard_run_dir(cfg, rdir)
     cfg = adopt_checkpoint_model(cfg, ckpt_path)
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
 
@@ -435,14 +466,12 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
               "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
     if ckpt_path:
         check_resume(ckpt_path, record)
-    if verb == "fit" and rank_zero_only.rank == 0:
-        rdir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(rdir / "tokenizer.json")
-        (rdir / "config.yaml").write_text(to_yaml(cfg))
 
     datamodule = build_datamodule(cfg, tokenizer, sources)
     module = build_module(cfg, tokenizer, record)
-    trainer = build_trainer(cfg, rdir)
+    # the run folder is written when training starts (RunFolder): a fit that fails before leaves it as it was
+    extra = [RunFolder(rdir, tokenizer, to_yaml(cfg), replace_checkpoints=replace)] if verb == "fit" else []
+    trainer = build_trainer(cfg, rdir, extra)
     return Components(cfg, rdir, tokenizer, datamodule, module, trainer)
 
 
@@ -461,17 +490,20 @@ def check_task_config(cfg: DictConfig, task) -> None:
             )
 
 
-def guard_run_dir(cfg: DictConfig, rdir: Path) -> None:
-    """A fresh run never silently mixes with, or overwrites, an earlier run's checkpoints."""
-    ckpts = rdir / "checkpoints"
-    if not any(ckpts.glob("*.ckpt")) or rank_zero_only.rank != 0:
-        return
+def guard_run_dir(cfg: DictConfig, rdir: Path) -> bool:
+    """A fresh run never silently mixes with, or overwrites, an earlier run's checkpoints.
+
+    True when ``run.overwrite=true`` replaces them: :class:`~gptkit.reliability.RunFolder` removes
+    them when training starts, so a run that fails before keeps the earlier one.
+    """
+    if not any((rdir / "checkpoints").glob("*.ckpt")) or rank_zero_only.rank != 0:
+        return False
     if not cfg.run.overwrite:
         raise ConfigError(
             f"run folder {rdir} already holds checkpoints from an earlier run. Resume it with "
             f"ckpt_path=last, start a separate run with run.name=<new name>, or replace it with run.overwrite=true"
         )
-    shutil.rmtree(ckpts)
+    return True
 
 
 def run(verb: str, cfg: DictConfig) -> dict[str, float]:
@@ -493,17 +525,34 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
         c.datamodule.setup("fit")
         log(c.datamodule.summary())
         log(f"model: {c.module.backbone.num_parameters():,} parameters; run folder {c.run_dir}")
-        fit_or_stop(c, ckpt_path)
+        with checkpoint_must_fit(ckpt_path):
+            fit_or_stop(c, ckpt_path)
         if getattr(c.module, "nonfinite_skipped", 0):
             log(f"skipped {c.module.nonfinite_skipped} batch(es) with a non-finite loss (objective.nonfinite=skip)")
         best = c.trainer.checkpoint_callback.best_model_path
         log(f"done: last checkpoint {c.run_dir / 'checkpoints' / 'last.ckpt'}" + (f", best {best}" if best else ""))
     else:
-        getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with checkpoint_must_fit(ckpt_path):
+            getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in c.trainer.callback_metrics.items() if v.numel() == 1}
     if verb in ("validate", "test") and rank_zero_only.rank == 0:
         write_results(c.run_dir, verb, metrics)
     return metrics
+
+
+@contextlib.contextmanager
+def checkpoint_must_fit(ckpt_path: str | None):
+    """A checkpoint whose weights do not fit the recipe's model is a user error, not a traceback."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not ckpt_path or "Error(s) in loading state_dict" not in str(exc):
+            raise
+        detail = " ".join(str(exc).split("\n", 1)[-1].split())
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} does not fit the model of this recipe ({detail[:300]}); resume or evaluate "
+            "it with the recipe and overrides it was trained with (its run folder's config.yaml)"
+        ) from None
 
 
 def write_results(rdir: Path, verb: str, metrics: dict[str, float]) -> Path:
@@ -529,7 +578,8 @@ def predict(cfg: DictConfig) -> list[Path]:
     if c.trainer.world_size > 1:  # each process would write only its own share of the test set
         raise ConfigError(f"`gptkit predict` writes its files from one process, but trainer.devices / num_nodes "
                           f"give {c.trainer.world_size}; add trainer.devices=1 trainer.num_nodes=1")
-    outputs = c.trainer.predict(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with checkpoint_must_fit(ckpt_path):
+        outputs = c.trainer.predict(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
     task = c.module.task
     splits = c.datamodule.predict_split_names
     per_split = [outputs] if len(splits) == 1 else outputs

@@ -59,6 +59,11 @@ def save_pretrained(
     return directory
 
 
+def _not_a_checkpoint(path: Path, content: Any) -> CheckpointError:
+    return CheckpointError(f"{path} holds a {type(content).__name__}, not a Lightning checkpoint; give a .ckpt "
+                           "written by `gptkit fit` (in a run's checkpoints folder) or a pretrained-model folder")
+
+
 def load_ckpt(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
     """Read a Lightning checkpoint without unpickling arbitrary objects.
 
@@ -69,18 +74,24 @@ def load_ckpt(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         detail = (str(exc).strip().splitlines() or ["empty or cut short"])[0]
+        if "weights only load failed" in detail.lower():  # not PyTorch's advice to unpickle it anyway
+            detail = "it holds Python objects other than tensors and plain containers"
         raise CheckpointError(
             f"{path} is not a loadable checkpoint ({type(exc).__name__}: {detail}); "
             "it may be truncated or not a gptkit/Lightning checkpoint"
         ) from None
+    if not isinstance(content, dict):
+        raise _not_a_checkpoint(path, content)
+    return content
 
 
 def ckpt_hparams(path: str | os.PathLike) -> dict[str, Any]:
     """The hyper-parameters a gptkit checkpoint was trained with, without reading its tensors."""
     return load_ckpt(path, mmap=True).get("hyper_parameters", {})
+
 
 
 def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], GPTConfig, Path | None]:
@@ -100,6 +111,12 @@ def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], GPT
         from safetensors.torch import load_file
 
         meta = json.loads((path / CONFIG_FILE).read_text())
+        if "model" not in meta:
+            raise CheckpointError(
+                f"{path} is not a gptkit pretrained-model folder: its {CONFIG_FILE} has no 'model' sizes (a "
+                f"transformers folder?); convert it with `gptkit import openai-gpt --from {path} --out FOLDER` "
+                "and use FOLDER"
+            )
         tok = path / TOKENIZER_FILE
         return load_file(str(weights)), GPTConfig(**meta["model"]), tok if tok.is_file() else None
     ckpt = load_ckpt(path)

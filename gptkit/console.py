@@ -26,3 +26,5 @@ def quiet_libraries() -> None:
         logging.getLogger(name).addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # gptkit decides what a run folder's checkpoints mean (resume, or run.overwrite=true): not a surprise
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

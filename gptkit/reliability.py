@@ -11,6 +11,9 @@
   signal) requeues the job. ``gptkit fit`` then exits with status 128 + the signal number. Under
   DDP every process stops at the same update (see :meth:`Preemption.agree`).
 - :class:`HostCopy` brings a small device tensor to the host without making the host wait.
+- :class:`RunFolder` writes a fit's run folder (``config.yaml``, ``tokenizer.json``, and removing an
+  earlier run's checkpoints under ``run.overwrite=true``) only once training starts, so a run that
+  fails on its data, settings or checkpoint leaves the folder as it was.
 
 The data order's position is saved by :class:`gptkit.data.sampler.ResumableDataLoader`.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -197,6 +201,28 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._should_skip_saving_checkpoint(trainer):  # not already saved at this update
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class RunFolder(pl.Callback):
+    """Writes what describes a fit into its run folder when training starts, not before.
+
+    By then the data has been read, the settings accepted and any checkpoint to resume restored, so
+    a fit that fails on one of them leaves an earlier run in the folder whole: its checkpoints (even
+    under ``run.overwrite=true``), its ``config.yaml`` and its tokenizer.
+    """
+
+    def __init__(self, folder: Path, tokenizer: Any, config_yaml: str, replace_checkpoints: bool) -> None:
+        self.folder, self.tokenizer, self.config_yaml = Path(folder), tokenizer, config_yaml
+        self.replace_checkpoints = replace_checkpoints
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        if self.replace_checkpoints:  # run.overwrite=true: the earlier run's checkpoints go now
+            shutil.rmtree(self.folder / "checkpoints", ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(self.folder / "tokenizer.json")
+        (self.folder / "config.yaml").write_text(self.config_yaml)
 
 
 def last_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:

@@ -135,7 +135,8 @@ def test_mnli_fit_logs_matched_and_mismatched(tmp_path):
     c = build(load_config(str(Path(__file__).parent.parent / "recipes" / "rte.yaml"),
                           [f"data.root={GLUE}", f"run.dir={tmp_path}", f"init.checkpoint={last}"]))
     assert (c.module.backbone.config.n_layer, c.module.backbone.config.n_embd, c.module.backbone.config.n_head) == (1, 16, 2)
-    assert c.cfg.model.n_embd == 16 and "n_embd: 16" in (tmp_path / "rte" / "config.yaml").read_text()
+    [folder] = [cb for cb in c.trainer.callbacks if type(cb).__name__ == "RunFolder"]  # written when training starts
+    assert c.cfg.model.n_embd == 16 and "n_embd: 16" in folder.config_yaml
     cfg = OmegaConf.merge(load_config(recipe, plain), {"ckpt_path": "last"})
     paths = predict(cfg)
     assert [p.name for p in paths] == ["MNLI-m.tsv", "MNLI-mm.tsv"]

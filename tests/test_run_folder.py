@@ -1,0 +1,140 @@
+"""A run folder is only changed by a fit that starts training: a fit that fails on its data, its
+settings or its checkpoint leaves an earlier run whole. Checkpoints of another task, or files that
+are not gptkit checkpoints, are refused with one message."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from finetune_helpers import GLUE, tiny_tokenizer
+
+from gptkit.builder import build, run
+from gptkit.checkpoint import load_backbone, load_ckpt
+from gptkit.config import load_config
+from gptkit.errors import CheckpointError, DataError
+from gptkit.tokenizer import Tokenizer
+
+RECIPES = Path(__file__).parent.parent / "recipes"
+
+
+def args(root: Path, *extra: str) -> list[str]:
+    return [
+        f"data.root={root}", f"tokenizer.path={root.parent / 'tok.json'}", f"run.dir={root.parent / 'runs'}",
+        "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.n_ctx=64", "data.batch_size=4",
+        "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=2",
+        "trainer.accelerator=cpu", "trainer.devices=1", "logging.progress=none", "logging.throughput=false", *extra,
+    ]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and "tensorboard" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny SST-2 run (its own copy of the GLUE samples, so a test may spoil the data)."""
+    base = tmp_path_factory.mktemp("runs")
+    shutil.copytree(GLUE, base / "glue")
+    tiny_tokenizer().save(base / "tok.json")
+    run("fit", load_config(str(RECIPES / "sst2.yaml"), args(base / "glue")))
+    return base
+
+
+@pytest.fixture
+def work(trained, tmp_path):
+    shutil.copytree(trained, tmp_path / "w")
+    return tmp_path / "w"
+
+
+def test_overwrite_replaces_the_earlier_run_only_once_training_starts(work):
+    folder = work / "runs" / "sst2"
+    (folder / "checkpoints" / "best-step99-val_acc0.1234.ckpt").write_bytes(b"earlier run")
+    before = snapshot(folder)
+    train = work / "glue" / "SST-2" / "train.tsv"
+    good = train.read_text()
+    train.write_text(good.replace("\t1\n", "\tpositive\n", 1))  # a bad label: the new run fails on its data
+    with pytest.raises(DataError, match="label 'positive'"):
+        run("fit", load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", "run.overwrite=true",
+                                                                  "trainer.max_steps=6")))
+    assert snapshot(folder) == before  # checkpoints, config.yaml and tokenizer.json untouched
+
+    train.write_text(good)
+    run("fit", load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", "run.overwrite=true", "trainer.max_steps=6")))
+    assert not (folder / "checkpoints" / "best-step99-val_acc0.1234.ckpt").exists()
+    assert "max_steps: 6" in (folder / "config.yaml").read_text()
+
+
+def test_nothing_is_written_by_build_alone(trained, tmp_path):
+    c = build(load_config(str(RECIPES / "cola.yaml"), args(trained / "glue", f"run.dir={tmp_path}")))
+    assert not (tmp_path / "cola").exists()
+    [folder] = [cb for cb in c.trainer.callbacks if type(cb).__name__ == "RunFolder"]
+    assert "name: cola" in folder.config_yaml
+
+
+@pytest.mark.parametrize("verb", ["fit", "validate"])
+def test_a_checkpoint_of_another_task_is_refused(work, verb):
+    last = work / "runs" / "sst2" / "checkpoints" / "last.ckpt"
+    before = snapshot(work / "runs")
+    cfg = load_config(str(RECIPES / "cola.yaml"), args(work / "glue", "run.name=sst2", f"ckpt_path={last}"))
+    with pytest.raises(CheckpointError, match=r"is from sst2 fine-tuning but the recipe is for cola fine-tuning; "
+                                              r"use the sst2 recipe \(data.name=sst2\)"):
+        run(verb, cfg)
+    assert snapshot(work / "runs") == before
+
+
+def test_a_pretraining_checkpoint_as_ckpt_path_points_to_init_checkpoint(work):
+    ckpt = load_ckpt(work / "runs" / "sst2" / "checkpoints" / "last.ckpt")
+    ckpt["hyper_parameters"]["task"] = None
+    torch.save(ckpt, work / "pre.ckpt")
+    cfg = load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", f"ckpt_path={work / 'pre.ckpt'}"))
+    with pytest.raises(CheckpointError, match=r"is from pretraining but the recipe is for sst2 fine-tuning; .*"
+                                              r"init.checkpoint=.*pre.ckpt instead of ckpt_path"):
+        run("fit", cfg)
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_error_and_config_yaml_stays(work):
+    folder = work / "runs" / "sst2"
+    ckpt = load_ckpt(folder / "checkpoints" / "last.ckpt")
+    del ckpt["state_dict"]["backbone.blocks.0.ln_1.bias"]
+    torch.save(ckpt, work / "cut.ckpt")
+    config = (folder / "config.yaml").read_text()
+    cfg = load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", f"ckpt_path={work / 'cut.ckpt'}",
+                                                      "trainer.max_steps=8"))
+    with pytest.raises(CheckpointError, match=r"cut.ckpt does not fit the model of this recipe \(Missing key"):
+        run("fit", cfg)
+    assert (folder / "config.yaml").read_text() == config
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"weights": torch.zeros(2)}, r"was not written by `gptkit fit`"),
+    ([1, 2, 3], r"holds a list, not a Lightning checkpoint"),
+])
+def test_files_that_are_not_gptkit_checkpoints(work, content, message):
+    torch.save(content, work / "other.ckpt")
+    with pytest.raises(CheckpointError, match=message):
+        run("validate", load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", f"ckpt_path={work / 'other.ckpt'}")))
+
+
+def test_a_transformers_folder_is_not_a_pretrained_model_folder(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"n_embd": 16, "n_layer": 1, "model_type": "openai-gpt"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"not a gptkit pretrained-model folder: .* `gptkit import openai-gpt"):
+        load_backbone(tmp_path)
+
+
+def test_init_checkpoint_mismatches_are_refused(work):
+    last = work / "runs" / "sst2" / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match=r"init.n_transfer=5 but init.checkpoint .* has 1 blocks"):
+        build(load_config(str(RECIPES / "cola.yaml"), args(work / "glue", f"init.checkpoint={last}",
+                                                           "init.n_transfer=5", "model.n_layer=6")))
+    bigger = Tokenizer.train((GLUE / "SST-2" / "train.tsv").read_text().splitlines() * 3, vocab_size=600,
+                             min_frequency=1)
+    bigger.save(work / "bigger.json")
+    with pytest.raises(CheckpointError, match=r"has a 40\d-token vocabulary but the tokenizer has \d+; use the "
+                                              r"tokenizer the checkpoint was trained with"):
+        build(load_config(str(RECIPES / "cola.yaml"), args(work / "glue", f"init.checkpoint={last}",
+                                                           f"tokenizer.path={work / 'bigger.json'}")))
