@@ -9,7 +9,7 @@ import torch
 from gptkit.data import sources as src
 from gptkit.data.pretrain import PretrainDataModule, TokenStream
 from gptkit.data.shards import build_shards, load_shards
-from gptkit.data.sources import Source, read_source, resolve_sources
+from gptkit.data.sources import Source, SourceStats, read_source, resolve_sources
 from gptkit.errors import DataError
 from gptkit.tokenizer import Tokenizer
 
@@ -68,6 +68,71 @@ def test_malformed_sources_name_file_and_line(tmp_path, name, content, message):
     fmt = src.SUFFIXES[path.suffix]
     with pytest.raises(DataError, match=message):
         list(read_source(Source(path, fmt)))
+
+
+def test_csv_empty_text_cells_are_counted_and_reported(tmp_path, tok, news_text, capsys):
+    # 1,000 of 3,000 rows with an empty text cell: kept out of the corpus, but counted and reported
+    words = news_text.replace('"', "").split()
+    rows = [f'{i},"{" ".join(words[i % 500 : i % 500 + 8])}"' if i % 3 else f"{i}," for i in range(3000)]
+    path = write(tmp_path / "a.csv", "id,text\n" + "\n".join(rows) + "\n")
+    stats = SourceStats(str(path), "text")
+    assert "" not in list(read_source(Source(path, "csv"), stats))
+    assert (stats.rows, stats.empty, stats.first_empty_line) == (3000, 1000, 2)
+    dm = PretrainDataModule([Source(path, "csv")], tok, tmp_path / "shards", n_ctx=32, batch_size=4)
+    dm.prepare_data()
+    dm.setup("fit")
+    expected = f"1,000 row(s) with an empty text field skipped (a.csv: 1,000 of 3,000 (33%), first at {path}:2)"
+    assert expected in capsys.readouterr().err  # when tokenising
+    assert expected in dm.summary()  # and on every run, also when the shards are reused
+    assert json.loads((dm.shards.root / "meta.json").read_text())["empty_rows"][0]["empty"] == 1000
+
+
+def test_jsonl_null_or_empty_text_is_counted(tmp_path):
+    path = write(tmp_path / "a.jsonl", '{"text": "one"}\n{"text": null}\n{"text": ""}\n{"text": "two"}\n')
+    stats = SourceStats(str(path), "text")
+    assert "".join(read_source(Source(path, "jsonl"), stats)) == "one\ntwo\n"
+    assert (stats.rows, stats.empty, stats.first_empty_line) == (4, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("id,text\n1,fine\n2\n", r"short\.csv:3: expected 2 comma-separated fields \(id, text\), found 1"),
+        ("id,text\n1,fine\n2,a, b\n", r"short\.csv:3: expected 2 comma-separated fields \(id, text\), found 3"),
+    ],
+    ids=["missing-column", "extra-column"],
+)
+def test_csv_row_with_wrong_field_count_is_an_error(tmp_path, content, message):
+    path = write(tmp_path / "short.csv", content)
+    with pytest.raises(DataError, match=message):
+        list(read_source(Source(path, "csv")))
+
+
+def test_csv_blank_lines_are_not_rows(tmp_path):
+    path = write(tmp_path / "a.csv", "id,text\n1,one\n\n   \n2,two\n")
+    assert "".join(read_source(Source(path, "csv"))) == "one\ntwo\n"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("a.csv", "text,id\nhello,1\n"), ("a.jsonl", '{"text": "hello"}\n'), ("a.txt", "hello\n"),
+])
+def test_utf8_bom_is_accepted(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + content.encode())
+    assert "".join(read_source(Source(path, src.SUFFIXES[path.suffix]))) == "hello\n"
+
+
+@pytest.mark.parametrize("name, line", [("a.txt", "word {i}"), ("a.csv", "{i},word"), ("a.jsonl", '{{"text": "{i}"}}')])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_invalid_utf8_names_the_line(tmp_path, name, line, newline):
+    header = {"a.csv": "id,text" + newline}.get(name, "")
+    lines = [line.format(i=i) for i in range(5000)]
+    lines[3998] = lines[3998].replace("word", "w\udcffrd").replace('"3998"', '"\udcff"')
+    path = tmp_path / name
+    path.write_bytes((header + newline.join(lines) + newline).encode("utf-8", "surrogateescape"))
+    number = 3999 + bool(header)
+    with pytest.raises(DataError, match=rf"{name}:{number}: not UTF-8 text \(byte \d+: invalid start byte\)"):
+        list(read_source(Source(path, src.SUFFIXES[path.suffix])))
 
 
 def test_invalid_utf8_is_an_error(tmp_path):

@@ -63,9 +63,9 @@ CASES = [
     ("trainer-negative-steps", *corpus("a.txt", TEXT), "not accepted by Lightning: `max_steps` must be a non-negative"),
     ("init-missing", *corpus("a.txt", TEXT), "init.checkpoint nope/last.ckpt does not exist; give a gptkit .ckpt"),
     # -- corpora
-    ("corpus-binary", *corpus("g.txt", GARBAGE), "g.txt: not UTF-8 text"),
-    ("corpus-invalid-utf8-late", *corpus("u.txt", TEXT.encode() + b"\xc3\x28 tail"), "u.txt: not UTF-8 text"),
-    ("corpus-utf16", *corpus("w.txt", TEXT[:500].encode("utf-16")), "w.txt: not UTF-8 text"),
+    ("corpus-binary", *corpus("g.txt", GARBAGE), "g.txt:1: not UTF-8 text (byte 0"),
+    ("corpus-invalid-utf8-late", *corpus("u.txt", TEXT.encode() + b"\xc3\x28 tail"), "u.txt:3: not UTF-8 text (byte 3000"),
+    ("corpus-utf16", *corpus("w.txt", TEXT[:500].encode("utf-16")), "w.txt:1: not UTF-8 text"),
     ("corpus-empty", *corpus("e.txt", ""), "empty"),
     ("corpus-whitespace", *corpus("s.txt", " \n\t\n" * 500), "empty"),
     ("corpus-too-small", *corpus("t.txt", "a few words only"), "too few to fill one training"),

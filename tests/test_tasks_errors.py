@@ -95,6 +95,43 @@ def test_rocstories_bad_answer(tmp_path):
         get_task("rocstories").load(tmp_path, "test")
 
 
+def copy_rocstories(tmp_path):
+    for f in (SAMPLES / "ROCStories" / "lf_normalized_50rows").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    return tmp_path / "cloze_test_test__spring2016 - cloze_test_ALL_test.csv"
+
+
+def test_rocstories_row_of_empty_cells_is_a_bad_row(tmp_path):
+    path = copy_rocstories(tmp_path)
+    edit_line(path, 3, lambda line: ",,,,,,,")
+    with pytest.raises(DataError, match=r"ALL_test\.csv:3: all 8 fields are empty"):
+        get_task("rocstories").load(tmp_path, "test")
+    examples, stats = get_task("rocstories").load(tmp_path, "test", skip_bad_rows=True)
+    assert stats.skipped == 1 and "ALL_test.csv:3" in stats.describe()
+
+
+def test_tsv_row_of_empty_cells_is_a_bad_row(tmp_path):
+    root = copy_glue(tmp_path, "SST-2")
+    edit_line(root / "train.tsv", 5, lambda line: "\t")
+    with pytest.raises(DataError, match=r"train\.tsv:5: empty sentence"):
+        get_task("sst2").load(root, "train")
+    edit_line(root / "train.tsv", 5, lambda line: "   ")  # a blank line holds no row
+    assert len(get_task("sst2").load(root, "train")[0]) == 49
+
+
+@pytest.mark.parametrize("task", ["sst2", "rocstories"])
+def test_invalid_utf8_names_its_line(tmp_path, task):
+    if task == "sst2":
+        root, path, split = copy_glue(tmp_path, "SST-2"), tmp_path / "SST-2" / "train.tsv", "train"
+    else:
+        root, path, split = tmp_path, copy_rocstories(tmp_path), "test"
+    data = path.read_bytes().split(b"\n")
+    data[39] = data[39][:5] + b"\xff" + data[39][5:]
+    path.write_bytes(b"\n".join(data))
+    with pytest.raises(DataError, match=rf"{path.name}:40: not UTF-8 text \(byte \d+: invalid start byte\)"):
+        get_task(task).load(root, split)
+
+
 def test_copa_malformed_xml(tmp_path):
     (tmp_path / "copa-test.xml").write_text("<copa-corpus><item id='1'>", encoding="utf-8")
     with pytest.raises(DataError, match=r"copa-test\.xml:1: not well-formed XML"):

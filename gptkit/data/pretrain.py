@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gptkit.data.sampler import ResumableDataLoader, ResumableSampler
 from gptkit.data.shards import ShardSet, build_shards, load_shards
-from gptkit.data.sources import Source
+from gptkit.data.sources import Source, describe_empty_rows
 from gptkit.errors import DataError
 
 
@@ -136,6 +136,7 @@ class PretrainDataModule(pl.LightningDataModule):
     def summary(self) -> str:
         names = [s.path.name for s in self.sources]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        empty = describe_empty_rows(self.shards.meta.get("empty_rows", []))
         return (f"pretraining data: {self.shards.n_tokens:,} tokens from {len(names)} file(s) ({shown}) in "
                 f"{len(self.shards.paths)} shard(s) at {self.shards.root}; {len(self.train_set):,} train / "
-                f"{len(self.val_set):,} val blocks of {self.n_ctx} tokens")
+                f"{len(self.val_set):,} val blocks of {self.n_ctx} tokens" + (f"; {empty}" if empty else ""))

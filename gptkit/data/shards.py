@@ -24,7 +24,7 @@ import numpy as np
 
 from gptkit.console import log
 from gptkit.data.corpora import sha256_file
-from gptkit.data.sources import Source, read_sources
+from gptkit.data.sources import Source, SourceStats, describe_empty_rows, read_sources
 from gptkit.errors import DataError
 
 META = "meta.json"
@@ -117,8 +117,9 @@ def build_shards(
         return open(tmp / name, "wb"), hashlib.sha256()
 
     fh, digest = open_shard()
+    stats: list[SourceStats] = []
     try:
-        pieces = read_sources(sources)
+        pieces = read_sources(sources, stats)
         while batch := _take(pieces, batch_chars):
             n_chars += sum(map(len, batch))
             n_bytes += sum(len(p.encode()) for p in batch)
@@ -153,6 +154,7 @@ def build_shards(
             "n_bytes": n_bytes,
             "seconds": round(seconds, 3),
             "sources": [s.identity() for s in sources],
+            "empty_rows": [st.as_dict() for st in stats if st.empty],  # JSONL/CSV rows with no text
             "shards": shards,
         }
         (tmp / META).write_text(json.dumps(meta, indent=2))
@@ -165,6 +167,8 @@ def build_shards(
         shutil.rmtree(tmp, ignore_errors=True)
     mb = n_bytes / 1e6
     log(f"tokenised {mb:.1f} MB into {n_tokens:,} tokens in {seconds:.1f}s ({mb / max(seconds, 1e-9):.2f} MB/s) -> {root}")
+    if empty := describe_empty_rows(meta["empty_rows"]):
+        log(empty)
     return ShardSet(root, json.loads((root / META).read_text()))
 
 

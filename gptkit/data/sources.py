@@ -8,12 +8,13 @@ encoding the pieces separately gives the same ids as encoding the whole document
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gptkit.errors import DataError
@@ -80,8 +81,81 @@ def _pieces(text: str) -> Iterator[str]:
         yield text[start:]
 
 
+def utf8_error_at(path: Path | str) -> tuple[int, int, str] | None:
+    """(line, byte offset, reason) of the first bytes in ``path`` that are not UTF-8, else None.
+
+    Text-mode reading decodes in large blocks, so its UnicodeDecodeError cannot say which line is
+    bad; this scans the file again, in bounded memory, counting lines the way Python's universal
+    newlines split them (``\\n``, ``\\r\\n`` or ``\\r``), as every reader here does."""
+    line, base, pending, after_cr = 1, 0, b"", False
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 20)
+            data = pending + chunk
+            bad: UnicodeDecodeError | None = None
+            try:
+                _, used = codecs.utf_8_decode(data, "strict", not chunk)
+            except UnicodeDecodeError as exc:
+                used, bad = exc.start, exc
+            seg = data[:used]
+            breaks = seg.count(b"\n") + seg.count(b"\r") - seg.count(b"\r\n")
+            line += breaks - (1 if after_cr and seg.startswith(b"\n") else 0)
+            after_cr = seg.endswith(b"\r") if seg else after_cr
+            if bad is not None:
+                return line, base + used, bad.reason
+            if not chunk:
+                return None
+            base, pending = base + used, data[used:]
+
+
+def not_utf8_message(path: Path | str, exc: UnicodeDecodeError) -> str:
+    """``path:line: not UTF-8 text (byte N: reason)``, the line found by :func:`utf8_error_at`."""
+    found = utf8_error_at(path)
+    if found is None:  # the file changed under us: say what the decoder said
+        return f"{path}: not UTF-8 text ({exc.reason})"
+    line, offset, reason = found
+    return f"{path}:{line}: not UTF-8 text (byte {offset}: {reason})"
+
+
+@dataclass
+class SourceStats:
+    """Rows of one JSONL/CSV source and how many had an empty text (kept out of the corpus, counted
+    and reported; a row without the text field at all is an error instead)."""
+
+    path: str
+    text_field: str
+    rows: int = 0
+    empty: int = 0
+    first_empty_line: int | None = None
+
+    def count(self, line: int, empty: bool) -> None:
+        self.rows += 1
+        if empty:
+            self.empty += 1
+            if self.first_empty_line is None:
+                self.first_empty_line = line
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def describe_empty_rows(entries: list[dict]) -> str | None:
+    """One line on the rows skipped for an empty text (``SourceStats.as_dict()`` of each file with
+    some), or None when there were none."""
+    entries = [e for e in entries if e.get("empty")]
+    if not entries:
+        return None
+    total = sum(e["empty"] for e in entries)
+    files = "; ".join(
+        f"{Path(e['path']).name}: {e['empty']:,} of {e['rows']:,} ({100 * e['empty'] / max(e['rows'], 1):.0f}%), "
+        f"first at {e['path']}:{e['first_empty_line']}"
+        for e in entries[:5]
+    ) + (f"; and {len(entries) - 5} more file(s)" if len(entries) > 5 else "")
+    return f"{total:,} row(s) with an empty text field skipped ({files})"
+
+
 def _read_txt(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:
         carry = ""
         while block := fh.read(PIECE_CHARS):
             block = carry + block
@@ -97,8 +171,8 @@ def _read_txt(path: Path) -> Iterator[str]:
             yield carry
 
 
-def _read_jsonl(path: Path, field: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as fh:
+def _read_jsonl(path: Path, field: str, stats: SourceStats) -> Iterator[str]:
+    with open(path, encoding="utf-8-sig") as fh:  # -sig: a UTF-8 BOM at the start is not part of line 1
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -106,43 +180,63 @@ def _read_jsonl(path: Path, field: str) -> Iterator[str]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-            if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            text = record.get(field, 0) if isinstance(record, dict) else 0
+            if text is not None and not isinstance(text, str):
                 raise DataError(
                     f"{path}:{lineno}: expected a JSON object with a string field '{field}' "
                     "(set data.text_field to the key that holds the text)"
                 )
-            yield from _pieces(record[field] + "\n")
+            stats.count(lineno, not text)  # null or "": an empty document, counted
+            if text:
+                yield from _pieces(text + "\n")
 
 
-def _read_csv(path: Path, field: str) -> Iterator[str]:
+def _read_csv(path: Path, field: str, stats: SourceStats) -> Iterator[str]:
     csv.field_size_limit(1 << 30)
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, strict=True)
+    with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: Excel writes a BOM before the header
+        reader = csv.reader(fh, strict=True)
         try:
-            if reader.fieldnames is None or field not in reader.fieldnames:
-                raise DataError(
-                    f"{path}: no column '{field}' (columns: {reader.fieldnames}); set data.text_field"
-                )
+            header = next(reader, None)
+            if header is None or field not in header:
+                raise DataError(f"{path}: no column '{field}' (columns: {header}); set data.text_field")
+            column = header.index(field)
             for row in reader:
-                if row[field]:
-                    yield from _pieces(row[field] + "\n")
+                if not row or (len(row) == 1 < len(header) and not row[0].strip()):
+                    continue  # a blank line holds no row
+                if len(row) != len(header):
+                    raise DataError(
+                        f"{path}:{reader.line_num}: expected {len(header)} comma-separated fields "
+                        f"({', '.join(header)}), found {len(row)}; quote a field that contains commas "
+                        "or line breaks, and give every row every column"
+                    )
+                text = row[column]
+                stats.count(reader.line_num, not text)  # an empty cell: an empty document, counted
+                if text:
+                    yield from _pieces(text + "\n")
         except csv.Error as exc:
             raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc}); check its quoting") from None
 
 
-def read_source(source: Source) -> Iterator[str]:
-    """Text pieces of one source, in order. Invalid UTF-8 is an error naming the file."""
-    readers = {"txt": lambda: _read_txt(source.path), "jsonl": lambda: _read_jsonl(source.path, source.text_field),
-               "csv": lambda: _read_csv(source.path, source.text_field)}
+def read_source(source: Source, stats: SourceStats | None = None) -> Iterator[str]:
+    """Text pieces of one source, in order. Invalid UTF-8 is an error naming the file and line.
+    JSONL/CSV rows whose text is empty (or null) add nothing and are counted in ``stats``."""
+    stats = stats if stats is not None else SourceStats(str(source.path), source.text_field)
+    readers = {"txt": lambda: _read_txt(source.path),
+               "jsonl": lambda: _read_jsonl(source.path, source.text_field, stats),
+               "csv": lambda: _read_csv(source.path, source.text_field, stats)}
     try:
         yield from readers[source.fmt]()
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"{source.path}: not UTF-8 text (byte {exc.start}: {exc.reason}); convert it to UTF-8 "
-            "or remove it from data.files"
+            f"{not_utf8_message(source.path, exc)}; convert it to UTF-8 or remove it from data.files"
         ) from None
 
 
-def read_sources(sources: list[Source]) -> Iterator[str]:
+def read_sources(sources: list[Source], stats: list[SourceStats] | None = None) -> Iterator[str]:
+    """Text pieces of all sources, in order; with ``stats``, one :class:`SourceStats` per JSONL/CSV
+    source read is appended to it."""
     for source in sources:
-        yield from read_source(source)
+        one = SourceStats(str(source.path), source.text_field)
+        if stats is not None and source.fmt != "txt":
+            stats.append(one)
+        yield from read_source(source, one)

@@ -311,15 +311,21 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+def not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
+    """The error for a file that is not UTF-8, naming the line of the first bad byte."""
+    from gptkit.data.sources import not_utf8_message
+
+    return DataError(f"{not_utf8_message(path, exc)}; expected the dataset's UTF-8 text file")
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line) without the line ending; accepts LF and CRLF; drops a UTF-8 BOM."""
-    number = 0
     with open(path, encoding="utf-8-sig", newline="") as f:
         try:
             for number, line in enumerate(f, start=1):
                 yield number, line.rstrip("\r\n")
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path}:{number + 1}: not UTF-8 text ({exc.reason}); expected the dataset's text file") from None
+            raise not_utf8(path, exc) from None
 
 
 def read_tsv(
@@ -333,10 +339,11 @@ def read_tsv(
     unbalanced quotes). With ``header`` rows are dicts keyed by the header; every row must have as
     many fields as the header (or ``n_columns``), or at least ``min_columns`` where trailing
     optional columns may be left out (SNLI's .txt omits empty ``label2..label5``); a wrong row goes
-    to ``reader.bad``. Blank lines are ignored."""
+    to ``reader.bad``. Blank lines (nothing but spaces) hold no row and are passed over; a line with
+    a tab is a row, so one of empty cells is checked (and reported) like any other."""
     names: list[str] | None = None
     for number, line in read_lines(path):
-        if not line.strip():
+        if not line.strip() and "\t" not in line:
             continue
         fields = line.split("\t")
         if header and names is None:

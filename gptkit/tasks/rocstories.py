@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gptkit.errors import DataError
-from gptkit.tasks.base import Example, RowReader, TaskSpec, check_texts, require_file
+from gptkit.tasks.base import Example, RowReader, TaskSpec, check_texts, not_utf8, require_file
 from gptkit.tasks.glue import accuracy
 
 log = logging.getLogger(__name__)
@@ -51,40 +51,43 @@ def held_out_size(n: int) -> int:
 
 
 def read_csv(path: Path, reader: RowReader) -> list[Example]:
-    try:
-        return _read_csv(path, reader)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason}); expected the Story Cloze csv") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}: not a readable csv ({exc}); expected the Story Cloze csv") from None
-
-
-def _read_csv(path: Path, reader: RowReader) -> list[Example]:
-    examples: list[Example] = []
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f)
-        header = next(rows, None)
-        if header is None:
-            reader.bad(path, 1, "empty file; expected a header and story rows")
-            return []
-        ordinal = 0
-        for row in rows:
-            line = rows.line_num
-            if not any(field.strip() for field in row):
-                continue  # blank line (e.g. a trailing newline)
-            if len(row) != N_FIELDS:
-                reader.bad(path, line, f"expected {N_FIELDS} comma-separated fields ({', '.join(header)}), found {len(row)}")
-                continue
-            story_id, *sentences, end1, end2, answer = row
-            texts = {f"InputSentence{i + 1}": s for i, s in enumerate(sentences)}
-            if not check_texts(path, line, reader, **texts, RandomFifthSentenceQuiz1=end1, RandomFifthSentenceQuiz2=end2):
-                continue
-            if answer.strip() not in ("1", "2"):
-                reader.bad(path, line, f"AnswerRightEnding {answer!r} is not 1 or 2")
-                continue
-            context = " ".join(s.strip() for s in sentences)
-            examples.append(Example(context, None, (end1, end2), label=int(answer) - 1, index=ordinal))
-            ordinal += 1
+        try:
+            return _read_csv(path, rows, reader)
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc) from None
+        except csv.Error as exc:
+            raise DataError(f"{path}:{rows.line_num}: not a readable csv ({exc}); expected the Story Cloze csv") from None
+
+
+def _read_csv(path: Path, rows, reader: RowReader) -> list[Example]:
+    examples: list[Example] = []
+    header = next(rows, None)
+    if header is None:
+        reader.bad(path, 1, "empty file; expected a header and story rows")
+        return []
+    ordinal = 0
+    for row in rows:
+        line = rows.line_num
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # a blank line (e.g. a trailing newline) holds no row
+        if not any(field.strip() for field in row):
+            reader.bad(path, line, f"all {len(row)} fields are empty; expected a story (delete the line if it is left over)")
+            continue
+        if len(row) != N_FIELDS:
+            reader.bad(path, line, f"expected {N_FIELDS} comma-separated fields ({', '.join(header)}), found {len(row)}")
+            continue
+        story_id, *sentences, end1, end2, answer = row
+        texts = {f"InputSentence{i + 1}": s for i, s in enumerate(sentences)}
+        if not check_texts(path, line, reader, **texts, RandomFifthSentenceQuiz1=end1, RandomFifthSentenceQuiz2=end2):
+            continue
+        if answer.strip() not in ("1", "2"):
+            reader.bad(path, line, f"AnswerRightEnding {answer!r} is not 1 or 2")
+            continue
+        context = " ".join(s.strip() for s in sentences)
+        examples.append(Example(context, None, (end1, end2), label=int(answer) - 1, index=ordinal))
+        ordinal += 1
     return examples
 
 
