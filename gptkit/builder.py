@@ -326,8 +326,8 @@ def check_resume(ckpt_path: str, tokenizer_record: dict) -> None:
     if theirs and theirs != tokenizer_record.get("fingerprint"):
         raise CheckpointError(
             f"checkpoint {ckpt_path} was trained with tokenizer {theirs} but this run's tokenizer is "
-            f"{tokenizer_record.get('fingerprint')} ({tokenizer_record.get('path')}); drop tokenizer.path "
-            "to use the checkpoint's own tokenizer"
+            f"{tokenizer_record.get('fingerprint')}: the tokenizer.* settings or the pretraining data differ from "
+            "the run's (see its config.yaml); use those, or drop tokenizer.path if you set it"
         )
 
 
@@ -445,6 +445,12 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
             f"init.checkpoint {cfg.init.checkpoint} does not exist; give a gptkit .ckpt file (e.g. "
             "runs/<pretraining run>/checkpoints/last.ckpt) or a `gptkit import` folder"
         )
+    if cfg.init.checkpoint and "model" not in checkpoint_record(cfg.init.checkpoint):
+        init = cfg.init.checkpoint
+        hint = (f"; a transformers folder converts with `gptkit import openai-gpt --from {init} --out FOLDER`"
+                if Path(init).expanduser().is_dir() else "")
+        raise CheckpointError(f"init.checkpoint {init} was not written by gptkit (no model sizes in it); give a "
+                              f".ckpt from a gptkit run or a `gptkit import` folder{hint}")
     if ckpt_path:
         check_checkpoint_task(ckpt_path, None if cfg.data.name == "pretrain" else cfg.data.name)
     replace = verb == "fit" and ckpt_path is None and guard_run_dir(cfg, rdir)
@@ -477,6 +483,10 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
 
 def check_task_config(cfg: DictConfig, task) -> None:
     """Catch fine-tuning recipe mistakes before any data is read."""
+    for key in ("files", "corpus"):
+        if cfg.data[key]:
+            raise ConfigError(f"data.{key} is read by pretraining only (data.name=pretrain); task {task.name} reads "
+                              f"its files from data.root ({cfg.data.root}): drop data.{key}")
     if cfg.checkpoint.monitor.startswith("val/") and cfg.checkpoint.monitor != "val/loss":
         names = {"loss"}
         for split in task.val_splits:

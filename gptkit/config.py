@@ -188,7 +188,8 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dic
     """The recipe and the recipes it extends, base first."""
     if not path.is_file():
         hint = f" (extended by {chain[-1]})" if chain else ""
-        raise ConfigError(f"recipe {path}{hint} does not exist; check the path (shipped recipes are in recipes/)")
+        problem = "is a directory, not a recipe file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"recipe {path}{hint} {problem}; check the path (shipped recipes are in recipes/)")
     if path.resolve() in {p.resolve() for p in chain}:
         raise ConfigError(f"recipe {path} extends itself through 'base:' ({' -> '.join(map(str, chain))})")
     try:

@@ -118,6 +118,10 @@ def test_bad_recipe_files(tmp_path):
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(ConfigError, match="extends itself"):
         load_config(tmp_path / "loop.yaml")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "child.yaml").write_text("base: folder\n")
+    with pytest.raises(ConfigError, match=r"folder \(extended by .*child.yaml\) is a directory, not a recipe file"):
+        load_config(tmp_path / "child.yaml")
     (tmp_path / "target.yaml").write_text("model:\n  _target_: os.system\n")
     with pytest.raises(ConfigError, match="unknown key 'model._target_'"):
         load_config(tmp_path / "target.yaml")

@@ -119,6 +119,24 @@ def test_files_that_are_not_gptkit_checkpoints(work, content, message):
         run("validate", load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", f"ckpt_path={work / 'other.ckpt'}")))
 
 
+def test_init_checkpoint_must_be_a_gptkit_checkpoint(work):
+    torch.save({"tokens_embed.weight": torch.zeros(3, 2)}, work / "state.pt")
+    with pytest.raises(CheckpointError, match=r"init.checkpoint .*state.pt was not written by gptkit"):
+        build(load_config(str(RECIPES / "cola.yaml"), args(work / "glue", f"init.checkpoint={work / 'state.pt'}")))
+    (work / "hf").mkdir()
+    (work / "hf" / "config.json").write_text(json.dumps({"n_embd": 16, "model_type": "openai-gpt"}))
+    with pytest.raises(CheckpointError, match=r"not written by gptkit .* `gptkit import openai-gpt --from"):
+        build(load_config(str(RECIPES / "cola.yaml"), args(work / "glue", f"init.checkpoint={work / 'hf'}")))
+
+
+def test_pretraining_data_keys_in_a_fine_tuning_recipe_are_refused(work):
+    from gptkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.files is read by pretraining only .* task cola reads its files "
+                                          r"from data.root"):
+        build(load_config(str(RECIPES / "cola.yaml"), args(work / "glue", "data.files=[a.txt]")))
+
+
 def test_a_transformers_folder_is_not_a_pretrained_model_folder(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"n_embd": 16, "n_layer": 1, "model_type": "openai-gpt"}))
     (tmp_path / "model.safetensors").write_bytes(b"")
