@@ -214,6 +214,14 @@ def test_numpy_heads_must_be_given_for_odd_widths(numpy_dir):
         import_numpy(numpy_dir)
 
 
+def test_numpy_without_its_vocabulary_names_the_vocabulary_used(numpy_dir):
+    for name in ("encoder_bpe.json", "vocab.bpe"):
+        (numpy_dir / name).unlink()
+    with pytest.raises(CheckpointError, match=r"has 53 rows but the BPE vocabulary \(released vocabulary \(packaged\)\) "
+                                              r"has 40478 tokens .* put the model's own encoder_bpe"):
+        import_numpy(numpy_dir, n_head=2)
+
+
 def test_numpy_missing_file_is_reported(numpy_dir):
     (numpy_dir / "params_1.npy").unlink()
     with pytest.raises(CheckpointError, match="1830 floats but params_shapes.json describes 3660"):

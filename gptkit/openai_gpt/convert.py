@@ -147,6 +147,7 @@ def _finish(
     merges: list[tuple[str, str]],
     source: str,
     seed: int,
+    vocab: str = "released vocabulary (packaged)",
 ) -> ImportedModel:
     """Check shapes, reconcile the embedding with the vocabulary and append the special-token rows."""
     check_state(state, config, source)
@@ -158,8 +159,9 @@ def _finish(
         notes.append(f"appended {len(SPECIAL_TOKENS)} special-token rows (ids {base}..{base + 2})")
     elif rows != base + len(SPECIAL_TOKENS):
         raise CheckpointError(
-            f"{source}: tensor tokens_embed.weight has {rows} rows but the BPE vocabulary has {base} tokens "
-            f"(expected {base} or {base + len(SPECIAL_TOKENS)} with the special tokens)"
+            f"{source}: tensor tokens_embed.weight has {rows} rows but the BPE vocabulary ({vocab}) has {base} "
+            f"tokens (expected {base} or {base + len(SPECIAL_TOKENS)} with the special tokens); put the model's own "
+            "encoder_bpe*.json + vocab*.bpe (or vocab.json + merges.txt) beside its weights"
         )
     state = {k: v.to(torch.float32).contiguous() for k, v in state.items()}
     return ImportedModel(state, config, encoder, merges, source, notes)
@@ -245,8 +247,8 @@ def import_numpy(directory: str | os.PathLike, n_head: int | None = None, seed: 
                     raise CheckpointError(f"{shapes_file}: layer {i} {np_name} has shape {list(a.shape)}")
                 a = a.T  # [in, out] -> Linear [out, in]
             state[f"blocks.{i}.{name}"] = torch.from_numpy(np.ascontiguousarray(a))
-    encoder, merges, _ = _folder_vocab(directory)
-    return _finish(state, config, encoder, merges, str(directory), seed)
+    encoder, merges, vocab = _folder_vocab(directory)
+    return _finish(state, config, encoder, merges, str(directory), seed, vocab)
 
 
 # -- Hugging Face ------------------------------------------------------------------------------
@@ -328,8 +330,8 @@ def import_hf(directory: str | os.PathLike, seed: int = 0) -> ImportedModel:
         raise CheckpointError(
             f"{directory}: lm_head.weight differs from the token embedding (GPT-1 ties them)"
         )
-    encoder, merges, _ = _folder_vocab(directory)
-    return _finish(state, config, encoder, merges, str(directory), seed)
+    encoder, merges, vocab = _folder_vocab(directory)
+    return _finish(state, config, encoder, merges, str(directory), seed, vocab)
 
 
 def import_hub(repo_id: str = HUB_REPO, seed: int = 0) -> ImportedModel:
