@@ -217,7 +217,7 @@ def test_numpy_heads_must_be_given_for_odd_widths(numpy_dir):
 def test_numpy_without_its_vocabulary_names_the_vocabulary_used(numpy_dir):
     for name in ("encoder_bpe.json", "vocab.bpe"):
         (numpy_dir / name).unlink()
-    with pytest.raises(CheckpointError, match=r"has 53 rows but the BPE vocabulary \(released vocabulary \(packaged\)\) "
+    with pytest.raises(CheckpointError, match=r"has 50 rows but the BPE vocabulary \(released vocabulary \(packaged\)\) "
                                               r"has 40478 tokens .* put the model's own encoder_bpe"):
         import_numpy(numpy_dir, n_head=2)
 
