@@ -483,10 +483,9 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
 
 def check_task_config(cfg: DictConfig, task) -> None:
     """Catch fine-tuning recipe mistakes before any data is read."""
-    for key in ("files", "corpus"):
-        if cfg.data[key]:
-            raise ConfigError(f"data.{key} is read by pretraining only (data.name=pretrain); task {task.name} reads "
-                              f"its files from data.root ({cfg.data.root}): drop data.{key}")
+    if cfg.data.files:  # (data.corpus may be left over from a pretraining recipe: harmless)
+        raise ConfigError(f"data.files is read by pretraining only (data.name=pretrain); task {task.name} reads its "
+                          f"files from data.root ({cfg.data.root}): drop data.files")
     if cfg.checkpoint.monitor.startswith("val/") and cfg.checkpoint.monitor != "val/loss":
         names = {"loss"}
         for split in task.val_splits:
