@@ -75,13 +75,14 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 def checkpoint_record(path: str | os.PathLike) -> dict:
     """What a checkpoint says about how it was made (``model`` sizes, ``tokenizer`` record...): the
     hyper-parameters of a gptkit ``.ckpt``, or the ``config.json`` of a pretrained-model folder."""
-    from gptkit.checkpoint import CONFIG_FILE, ckpt_hparams
+    from gptkit.checkpoint import CONFIG_FILE, ckpt_hparams, run_folder_hint
 
     path = Path(path).expanduser()
     if not path.is_dir():
         return ckpt_hparams(path)
     if not (path / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{path} is not a pretrained-model folder: expected {CONFIG_FILE} in it")
+        raise CheckpointError(f"{path} is not a pretrained-model folder: expected {CONFIG_FILE} in it"
+                              + run_folder_hint(path))
     return json.loads((path / CONFIG_FILE).read_text())
 
 
@@ -129,6 +130,8 @@ def build_tokenizer(cfg: DictConfig, sources: list | None, ckpt_path: str | None
         path = Path(t.path).expanduser()
         if path.is_file():
             return Tokenizer.from_file(path), "bpe"
+        if path.is_dir():
+            raise DataError(f"tokenizer.path {path} is a directory; give the tokenizer.json file (e.g. {path / 'tokenizer.json'})")
         if sources is None:
             raise DataError(f"tokenizer.path {path} does not exist and there is no corpus to train one on")
     else:
@@ -262,7 +265,10 @@ def init_from(module, checkpoint: str, n_transfer: int | None) -> None:
             f"{mine.vocab_size}; use the tokenizer the checkpoint was trained with (drop tokenizer.kind and "
             "tokenizer.path from the recipe: a fine-tuning run takes the checkpoint's own)"
         )
-    keys = module.load_pretrained(state, n_transfer)
+    try:
+        keys = module.load_pretrained(state, n_transfer)
+    except CheckpointError as exc:
+        raise CheckpointError(f"init.checkpoint {checkpoint}: {exc}") from None
     log(f"initialised {len(keys)} backbone tensors from {checkpoint}"
         + (f" (embeddings + {n_transfer} blocks)" if n_transfer is not None else ""))
 
@@ -475,8 +481,12 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
 
     datamodule = build_datamodule(cfg, tokenizer, sources)
     module = build_module(cfg, tokenizer, record)
-    # the run folder is written when training starts (RunFolder): a fit that fails before leaves it as it was
-    extra = [RunFolder(rdir, tokenizer, to_yaml(cfg), replace_checkpoints=replace)] if verb == "fit" else []
+    # The run folder is written when training starts (RunFolder): a fit that fails before leaves it as it
+    # was. run.overwrite=true then removes the earlier run's checkpoints and what was made from them.
+    from gptkit.tasks.glue import PREDICTIONS_DIR, RESULTS_DIR
+
+    earlier = ("checkpoints", RESULTS_DIR, PREDICTIONS_DIR) if replace else ()
+    extra = [RunFolder(rdir, tokenizer, to_yaml(cfg), replace=earlier)] if verb == "fit" else []
     trainer = build_trainer(cfg, rdir, extra)
     return Components(cfg, rdir, tokenizer, datamodule, module, trainer)
 
@@ -508,9 +518,10 @@ def guard_run_dir(cfg: DictConfig, rdir: Path) -> bool:
     if not any((rdir / "checkpoints").glob("*.ckpt")) or rank_zero_only.rank != 0:
         return False
     if not cfg.run.overwrite:
+        resume = "ckpt_path=last" if (rdir / "checkpoints" / "last.ckpt").is_file() else "ckpt_path=best"
         raise ConfigError(
             f"run folder {rdir} already holds checkpoints from an earlier run. Resume it with "
-            f"ckpt_path=last, start a separate run with run.name=<new name>, or replace it with run.overwrite=true"
+            f"{resume}, start a separate run with run.name=<new name>, or replace it with run.overwrite=true"
         )
     return True
 
@@ -523,6 +534,9 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
     """
     if verb == "predict":
         return {str(p): float("nan") for p in predict(cfg)}
+    if verb == "test" and cfg.data.name == "pretrain":
+        raise ConfigError("`gptkit test` needs a fine-tuning recipe: pretraining holds out only a validation split "
+                          "(data.val_fraction), which `gptkit validate` scores")
     ckpt_path = resolve_ckpt_path(cfg)
     if verb != "fit" and ckpt_path is None and (cfg.data.name != "pretrain" or not cfg.init.checkpoint):
         # a fine-tuning recipe's init.checkpoint has no trained head: scoring it would mean nothing

@@ -59,6 +59,13 @@ def save_pretrained(
     return directory
 
 
+def run_folder_hint(path: Path) -> str:
+    """For a run folder given where a checkpoint belongs: which file to give instead."""
+    if not (path / "checkpoints").is_dir():
+        return ""
+    return f"; for a run folder, give its checkpoint ({path / 'checkpoints' / 'last.ckpt'})"
+
+
 def _not_a_checkpoint(path: Path, content: Any) -> CheckpointError:
     return CheckpointError(f"{path} holds a {type(content).__name__}, not a Lightning checkpoint; give a .ckpt "
                            "written by `gptkit fit` (in a run's checkpoints folder) or a pretrained-model folder")
@@ -80,8 +87,8 @@ def load_ckpt(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
         if "weights only load failed" in detail.lower():  # not PyTorch's advice to unpickle it anyway
             detail = "it holds Python objects other than tensors and plain containers"
         raise CheckpointError(
-            f"{path} is not a loadable checkpoint ({type(exc).__name__}: {detail}); "
-            "it may be truncated or not a gptkit/Lightning checkpoint"
+            f"{path} is not a loadable checkpoint ({type(exc).__name__}: {detail}); it may be truncated or not a "
+            "gptkit/Lightning checkpoint (for a run's damaged last.ckpt, resume from another one, e.g. ckpt_path=best)"
         ) from None
     if not isinstance(content, dict):
         raise _not_a_checkpoint(path, content)
@@ -106,7 +113,7 @@ def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], GPT
         if not weights.is_file() or not (path / CONFIG_FILE).is_file():
             raise CheckpointError(
                 f"{path} is not a pretrained-model folder: expected {WEIGHTS_FILE} and {CONFIG_FILE} "
-                "(write one with `gptkit import` or `gptkit export --to gptkit`)"
+                f"(write one with `gptkit import` or `gptkit export --to gptkit`){run_folder_hint(path)}"
             )
         from safetensors.torch import load_file
 

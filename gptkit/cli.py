@@ -291,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the file system refused: a file where a folder belongs, no permission, a name too long
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot use{where}: {exc.strerror or exc}; check the paths in the command and the recipe "
+              "(run.dir, run.data_dir, data.*, ckpt_path) and their permissions", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -237,6 +237,8 @@ def load_config(recipe: str | Path | None, overrides: list[str] | tuple[str, ...
             key = getattr(exc, "full_key", "") or ""
             detail = str(exc).splitlines()[0]
             raise ConfigError(f"invalid value for '{key}' in {where}: {detail}") from None
+        except OverflowError:  # an integer too large for a float field (OmegaConf names no key)
+            raise ConfigError(f"a number in {where} is too large for its key; check the numeric values") from None
     try:  # interpolations (${...}) are resolved now, so a bad one is a recipe error, not a crash later
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
@@ -300,6 +302,9 @@ def _check_values(cfg: DictConfig) -> None:
     betas = list(cfg.optim.betas)
     if len(betas) != 2 or not all(RULES["in [0, 1)"](b) for b in betas):
         raise ConfigError(f"optim.betas must hold two numbers, each in [0, 1), got {betas}")
+    if str(cfg.trainer.strategy).startswith("ddp_spawn"):  # it pickles the whole run into each process
+        raise ConfigError(f"trainer.strategy={cfg.trainer.strategy} is not supported (it pickles the run into each "
+                          "process); use trainer.strategy=ddp, or ddp_fork / ddp_notebook in a notebook")
     name = cfg.run.name
     if name in ("", ".", "..") or "/" in name or "\\" in name:
         raise ConfigError(f"run.name {name!r} must be a plain folder name (not empty, '.' or '..', no '/' or "

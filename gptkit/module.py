@@ -338,6 +338,13 @@ class GPTModule(pl.LightningModule):
                     f"{tuple(own[key].shape)}; the recipe's model sizes must match the checkpoint"
                 )
             keep[key] = value
+        wanted = [k for k in own if n_transfer is None or not k.startswith("blocks.") or int(k.split(".")[1]) < n_transfer]
+        missing = [k for k in wanted if k not in keep]
+        if missing:  # they would silently keep their random initialisation
+            raise CheckpointError(
+                f"the checkpoint lacks {len(missing)} backbone tensor(s) that it should transfer ({', '.join(missing[:3])}"
+                f"{' ...' if len(missing) > 3 else ''}); it is incomplete or from another model"
+            )
         self.backbone.load_state_dict(keep, strict=False)
         return sorted(keep)
 

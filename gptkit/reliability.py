@@ -12,7 +12,7 @@
   DDP every process stops at the same update (see :meth:`Preemption.agree`).
 - :class:`HostCopy` brings a small device tensor to the host without making the host wait.
 - :class:`RunFolder` writes a fit's run folder (``config.yaml``, ``tokenizer.json``, and removing an
-  earlier run's checkpoints under ``run.overwrite=true``) only once training starts, so a run that
+  earlier run's checkpoints, results and predictions under ``run.overwrite=true``) only once training starts, so a run that
   fails on its data, settings or checkpoint leaves the folder as it was.
 
 The data order's position is saved by :class:`gptkit.data.sampler.ResumableDataLoader`.
@@ -211,15 +211,15 @@ class RunFolder(pl.Callback):
     under ``run.overwrite=true``), its ``config.yaml`` and its tokenizer.
     """
 
-    def __init__(self, folder: Path, tokenizer: Any, config_yaml: str, replace_checkpoints: bool) -> None:
+    def __init__(self, folder: Path, tokenizer: Any, config_yaml: str, replace: tuple[str, ...] = ()) -> None:
         self.folder, self.tokenizer, self.config_yaml = Path(folder), tokenizer, config_yaml
-        self.replace_checkpoints = replace_checkpoints
+        self.replace = replace  # subfolders of an earlier run to remove (run.overwrite=true)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        if self.replace_checkpoints:  # run.overwrite=true: the earlier run's checkpoints go now
-            shutil.rmtree(self.folder / "checkpoints", ignore_errors=True)
+        for name in self.replace:  # run.overwrite=true: the earlier run's checkpoints and their results go now
+            shutil.rmtree(self.folder / name, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(self.folder / "tokenizer.json")
         (self.folder / "config.yaml").write_text(self.config_yaml)

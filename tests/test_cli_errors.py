@@ -240,3 +240,17 @@ def test_glue_refuses_stale_files_in_the_submission_folder(capsys, tmp_path):
     assert main(["glue", str(sst2), "--out", str(sub)]) == 2  # CoLA.tsv would be uploaded with it
     _one_error(capsys.readouterr().err, f"{sub} already holds CoLA.tsv", "earlier submission")
     assert _snapshot(sub) == before
+
+
+def test_a_file_where_a_folder_belongs_is_one_message(tmp_path, capsys):
+    """The file system's refusals (a file where a folder belongs, no permission, a name too long) end in
+    one message naming the path, not a traceback."""
+    (tmp_path / "afile").write_text("")
+    code = main(["fit", str(REPO / "recipes" / "quickstart" / "pretrain.yaml"), f"run.data_dir={tmp_path / 'afile'}",
+                 f"run.dir={tmp_path / 'runs'}", "data.corpus=null", f"data.files=[{NEWS}]", "model.n_layer=1",
+                 "model.n_embd=16", "model.n_head=2", "model.n_ctx=16", "tokenizer.vocab_size=300",
+                 "trainer.max_steps=1", "logging.progress=none"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    [line] = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert f"cannot use {tmp_path / 'afile'}" in line and "Not a directory" in line

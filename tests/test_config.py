@@ -109,6 +109,13 @@ def test_pretraining_monitors(monitor):
     check_pretrain_monitor(load_config(None, [f"checkpoint.monitor={monitor}"]))
 
 
+def test_unsupported_strategy_and_huge_numbers():
+    with pytest.raises(ConfigError, match=r"trainer.strategy=ddp_spawn is not supported .* use trainer.strategy=ddp"):
+        load_config(None, ["trainer.strategy=ddp_spawn"])
+    with pytest.raises(ConfigError, match=r"a number in command line is too large"):
+        load_config(None, ["optim.lr=" + "1" * 400])
+
+
 def test_bad_recipe_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")

@@ -53,6 +53,9 @@ def work(trained, tmp_path):
 def test_overwrite_replaces_the_earlier_run_only_once_training_starts(work):
     folder = work / "runs" / "sst2"
     (folder / "checkpoints" / "best-step99-val_acc0.1234.ckpt").write_bytes(b"earlier run")
+    for made in ("results/validate.json", "predictions/SST-2.tsv"):  # what the earlier checkpoints made
+        (folder / made).parent.mkdir(exist_ok=True)
+        (folder / made).write_text("earlier run")
     before = snapshot(folder)
     train = work / "glue" / "SST-2" / "train.tsv"
     good = train.read_text()
@@ -65,6 +68,7 @@ def test_overwrite_replaces_the_earlier_run_only_once_training_starts(work):
     train.write_text(good)
     run("fit", load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", "run.overwrite=true", "trainer.max_steps=6")))
     assert not (folder / "checkpoints" / "best-step99-val_acc0.1234.ckpt").exists()
+    assert not (folder / "results").exists() and not (folder / "predictions").exists()
     assert "max_steps: 6" in (folder / "config.yaml").read_text()
 
 
@@ -127,6 +131,29 @@ def test_init_checkpoint_must_be_a_gptkit_checkpoint(work):
     (work / "hf" / "config.json").write_text(json.dumps({"n_embd": 16, "model_type": "openai-gpt"}))
     with pytest.raises(CheckpointError, match=r"not written by gptkit .* `gptkit import openai-gpt --from"):
         build(load_config(str(RECIPES / "cola.yaml"), args(work / "glue", f"init.checkpoint={work / 'hf'}")))
+
+
+def test_an_incomplete_init_checkpoint_is_refused(work):
+    ckpt = load_ckpt(work / "runs" / "sst2" / "checkpoints" / "last.ckpt")
+    del ckpt["state_dict"]["backbone.blocks.0.attn.c_attn.weight"]
+    torch.save(ckpt, work / "cut.ckpt")
+    with pytest.raises(CheckpointError, match=r"init.checkpoint .*cut.ckpt: the checkpoint lacks 1 backbone "
+                                              r"tensor\(s\) that it should transfer \(blocks.0.attn.c_attn.weight\)"):
+        build(load_config(str(RECIPES / "cola.yaml"), args(work / "glue", f"init.checkpoint={work / 'cut.ckpt'}")))
+
+
+def test_more_paths_that_are_not_what_they_should_be(work):
+    from gptkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"`gptkit test` needs a fine-tuning recipe"):
+        run("test", load_config(str(RECIPES / "quickstart" / "pretrain.yaml"), [f"run.dir={work / 'runs'}"]))
+    with pytest.raises(DataError, match=r"tokenizer.path .* is a directory; give the tokenizer.json file"):
+        build(load_config(str(RECIPES / "cola.yaml"), args(work / "glue", f"tokenizer.path={work}")))
+    with pytest.raises(CheckpointError, match=r"for a run folder, give its checkpoint \(.*last.ckpt\)"):
+        load_backbone(work / "runs" / "sst2")
+    (work / "runs" / "sst2" / "checkpoints" / "last.ckpt").unlink()  # only best-*.ckpt left
+    with pytest.raises(ConfigError, match=r"Resume it with ckpt_path=best"):
+        build(load_config(str(RECIPES / "sst2.yaml"), args(work / "glue")))
 
 
 def test_pretraining_data_keys_in_a_fine_tuning_recipe_are_refused(work):
