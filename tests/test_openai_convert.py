@@ -210,8 +210,16 @@ def test_run_import_then_export_numpy_fixture(numpy_dir, tmp_path, capsys):
 
 
 def test_numpy_heads_must_be_given_for_odd_widths(numpy_dir):
-    with pytest.raises(CheckpointError, match="n_head"):
+    with pytest.raises(CheckpointError, match="number of heads for width 10 .* pass --n-head"):
         import_numpy(numpy_dir)
+
+
+def test_n_head_is_refused_for_a_hugging_face_folder(tmp_path):
+    from gptkit.openai_gpt.commands import load_source
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="a Hugging Face folder's config.json has it: drop --n-head"):
+        load_source(str(tmp_path), n_head=3)
 
 
 def test_numpy_without_its_vocabulary_names_the_vocabulary_used(numpy_dir):

@@ -123,7 +123,7 @@ def _default_n_head(n_embd: int, n_head: int | None) -> int:
         return n_head
     if n_embd % _HEAD_DIM:
         raise CheckpointError(
-            f"cannot infer the number of heads for width {n_embd} (GPT-1 uses 64-wide heads); pass n_head"
+            f"cannot infer the number of heads for width {n_embd} (GPT-1 uses 64-wide heads); pass --n-head"
         )
     return n_embd // _HEAD_DIM
 
