@@ -611,7 +611,8 @@ def predict(cfg: DictConfig) -> list[Path]:
         for split, batches in zip(splits, per_split):
             index = torch.cat([b["index"] for b in batches]).tolist()
             preds = torch.cat([b["pred"] for b in batches]).tolist()
-            path = task.write_predictions(c.run_dir / PREDICTIONS_DIR / task.prediction_file(split), index, preds)
+            path = task.write_predictions(c.run_dir / PREDICTIONS_DIR / task.prediction_file(split), index, preds,
+                                          stats=c.datamodule.splits[split].stats)
             log(f"{task.title} {split}: {len(index)} predictions -> {path}")
             written.append(path)
     return written

@@ -111,6 +111,7 @@ def test_glue_report_collects_scores_and_submission(tmp_path):
     score, notes = glue_report(runs, tmp_path / "submission")
     assert score.tasks == pytest.approx({"sst2": 90.0, "mnli": 75.0})
     assert sorted(p.name for p in (tmp_path / "submission").iterdir()) == ["MNLI-m.tsv", "SST-2.tsv", "glue_score.txt"]
-    assert len(notes) == 1 and "MNLI-mm.tsv" in notes[0]
+    missing = [n for n in notes if "cannot check" not in n]  # fake runs have no data.root to count test rows
+    assert len(missing) == 1 and "MNLI-mm.tsv" in missing[0]
     with pytest.raises(DataError, match="not a gptkit run folder"):
         glue_report([tmp_path / "nothing"])

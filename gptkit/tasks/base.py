@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +270,12 @@ class ReadStats:
     skipped: int = 0  # malformed rows skipped because data.skip_bad_rows is set
     excluded: dict[str, int] = field(default_factory=dict)  # rows left out by the dataset's own rule
     first_skip: str | None = None
+    source: Path | None = None  # the file the split was read from, when one file holds it
+
+    @property
+    def total(self) -> int:
+        """Rows in the file(s): examples read plus rows skipped or excluded."""
+        return self.rows + self.skipped + sum(self.excluded.values())
 
     def describe(self) -> str:
         parts = [f"{self.rows} examples"]
@@ -513,15 +520,40 @@ class TaskSpec:
     def prediction_file(self, split: str) -> str:
         return self.prediction_files.get(split, f"{self.name}-{split}.tsv")
 
-    def write_predictions(self, path: Path | str, index: Sequence[int], preds: Sequence[float | int]) -> Path:
-        """Write ``index<TAB>prediction`` lines with a header, sorted by index (GLUE submission format)."""
+    def write_predictions(
+        self, path: Path | str, index: Sequence[int], preds: Sequence[float | int], stats: ReadStats | None = None
+    ) -> Path:
+        """Write ``index<TAB>prediction`` lines with a header, sorted by index (GLUE submission format).
+
+        Duplicated indices are a :class:`DataError` naming the test file (nothing is written). Given
+        the split's ``stats`` (what :meth:`load` read), fewer predictions than the test file has rows
+        (rows skipped with ``data.skip_bad_rows``) write the file and log a warning with the counts."""
         path = Path(path)
+        index = [int(i) for i in index]
+        if len(index) != len(preds):
+            raise ValueError(f"{len(index)} indices for {len(preds)} predictions")
+        source = stats.source if stats is not None else None
+        where = f"the test file {source}" if source else f"the {self.name} test data"
+        repeated = sorted(i for i, n in Counter(index).items() if n > 1)
+        if repeated:
+            shown = ", ".join(map(str, repeated[:5])) + (", ..." if len(repeated) > 5 else "")
+            raise DataError(
+                f"{where}: {len(repeated)} index value(s) used by more than one row ({shown}); a prediction "
+                f"file needs one unique index per test row: fix the test file's index (id) column and rerun "
+                f"`gptkit predict` ({path} was not written)"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = sorted(zip((int(i) for i in index), preds), key=lambda r: r[0])
+        rows = sorted(zip(index, preds), key=lambda r: r[0])
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             f.write("index\tprediction\n")
             for i, p in rows:
                 f.write(f"{i}\t{self.format_prediction(p)}\n")
+        if stats is not None and len(index) < stats.total:
+            log.warning(
+                "%s is INCOMPLETE: %d predictions for the %d rows of %s (%s); a GLUE submission needs one "
+                "prediction per test row and `gptkit glue --out` refuses this file: fix the bad rows and rerun "
+                "`gptkit predict`", path, len(index), stats.total, where, stats.describe(),
+            )
         return path
 
     # -- reading ---------------------------------------------------------------------------------

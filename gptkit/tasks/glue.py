@@ -9,7 +9,9 @@ for ``gptkit test`` and writes test predictions for ``gptkit predict``.
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +82,7 @@ def _task_dir(root: Path, folder: str) -> Path:
 def _read_glue(layout: GlueLayout, labels: tuple[str, ...] | None):
     def read(root: Path, split: str, reader: RowReader, subset: str | None) -> list[Example]:
         path = require_file(_task_dir(root, layout.folder) / layout.files[split], f"GLUE {layout.folder} {split}")
+        reader.stats.source = path
         headerless = split in layout.headerless
         rows = read_tsv(path, reader, header=not headerless, n_columns=len(layout.columns) or None)
         examples: list[Example] = []
@@ -142,6 +145,9 @@ def _files(*, mnli: bool = False) -> dict[str, str]:
     return {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 
 
+LAYOUTS: dict[str, GlueLayout] = {}  # task name -> its files (glue --out counts test rows with it)
+
+
 def _glue_task(
     name: str,
     layout: GlueLayout,
@@ -153,6 +159,7 @@ def _glue_task(
     **extra,
 ) -> TaskSpec:
     extra.setdefault("prediction_files", {"test": f"{layout.folder}.tsv"})
+    LAYOUTS[name] = layout
     return TaskSpec(
         name=name,
         title=layout.folder,
@@ -320,32 +327,103 @@ RESULTS_DIR = "results"  # <run dir>/results/<verb>.json: metrics of `gptkit val
 PREDICTIONS_DIR = "predictions"  # <run dir>/predictions/<GLUE file name>: `gptkit predict` output
 
 
+def _run_task(run_dir: Path) -> tuple[str, dict]:
+    """(task name, the saved config as a dict) of a run folder; a damaged config.yaml is a DataError."""
+    import yaml
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise DataError(f"{run_dir} is not a gptkit run folder (no config.yaml)")
+    expected = "expected a run folder written by `gptkit fit`, whose config.yaml has data.name (e.g. sst2)"
+    try:
+        loaded = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise DataError(f"{config} cannot be read as YAML ({detail}); {expected}") from None
+    data = loaded.get("data") if isinstance(loaded, dict) else None
+    name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        found = "no data.name" if name is None else f"data.name {name!r}"
+        raise DataError(f"{config} has {found}; {expected}")
+    return name.strip(), loaded
+
+
+def _metric_value(path: Path, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(f"{path}: metric {key!r} is {value!r}, not a number; rerun `gptkit validate` for this run")
+    return float(value)
+
+
 def read_run_results(run_dir: Path) -> tuple[str, dict[str, float]]:
     """(task name, dev-set metrics) of one fine-tuning run folder.
 
     The task comes from the run's saved ``config.yaml``; the metrics from ``results/validate.json``
-    or, failing that, ``results/test.json`` (for GLUE, ``gptkit test`` scores the dev set).
+    or, failing that, ``results/test.json`` (for GLUE, ``gptkit test`` scores the dev set). A GLUE
+    metric that is missing, not a number, or not finite (nan, inf) is a :class:`DataError` naming the
+    file and metric: such a run has no score to report.
     """
     import json
 
-    from omegaconf import OmegaConf
-
     run_dir = Path(run_dir).expanduser()
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        raise DataError(f"{run_dir} is not a gptkit run folder (no config.yaml)")
-    task = str(OmegaConf.load(config).data.name)
+    task, _ = _run_task(run_dir)
     for verb in ("validate", "test"):
         path = run_dir / RESULTS_DIR / f"{verb}.json"
         if path.is_file():
             try:
-                return task, {k: float(v) for k, v in json.loads(path.read_text()).items()}
-            except (ValueError, AttributeError) as exc:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, OSError) as exc:
                 raise DataError(f"{path} is not a JSON object of metric values ({exc})") from None
+            if not isinstance(raw, dict):
+                raise DataError(f"{path} is not a JSON object of metric values (found {type(raw).__name__})")
+            metrics = {k: _metric_value(path, k, v) for k, v in raw.items()}
+            stripped = {_strip(k): (k, v) for k, v in metrics.items()}
+            for wanted in GLUE_SCORE_METRICS.get(task, ()):
+                if wanted not in stripped:
+                    have = ", ".join(sorted(metrics)) or "nothing"
+                    raise DataError(f"{path} has no {task} metric {wanted!r} (val/{wanted} or test/{wanted}; it has "
+                                    f"{have}); rerun `gptkit validate` for this run")
+                key, value = stripped[wanted]
+                if not math.isfinite(value):
+                    raise DataError(f"{path}: metric {key!r} is {value}, so the run has no {task} score (did "
+                                    f"training diverge?); fix the run, rerun `gptkit validate`, or leave it out")
+            return task, metrics
     raise DataError(
         f"{run_dir} has no results/validate.json or results/test.json; run "
         f"`gptkit validate <recipe> run.name={run_dir.name} ckpt_path=best` first"
     )
+
+
+def _count_rows(path: Path) -> list[str]:
+    """The first field of each row of a headed TSV file (blank lines hold no row, as in read_tsv)."""
+    from gptkit.tasks.base import read_lines
+
+    firsts = [line.split("\t", 1)[0] for _, line in read_lines(path) if line.strip() or "\t" in line]
+    return firsts[1:]
+
+
+def check_submission_file(path: Path, task: str, split: str, config: dict) -> str | None:
+    """Refuse (DataError) a prediction file with repeated indices or a row count other than the test
+    file's; return a note when the test file cannot be found to count (the check is then skipped)."""
+    ids = _count_rows(path)
+    repeated = sorted({i for i, n in Counter(ids).items() if n > 1})
+    if repeated:
+        raise DataError(f"{path} repeats index {', '.join(repeated[:5])}; rerun `gptkit predict` for {task}")
+    layout = LAYOUTS.get(task)
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    root = data.get("root")
+    if layout is None or not root:
+        return f"cannot check that {path} covers the whole {task} test set: its run config has no data.root"
+    test = _task_dir(Path(str(root)).expanduser(), layout.folder) / layout.files[split]
+    if not test.is_file():
+        return f"cannot check that {path} covers the whole {task} test set: no test file {test}"
+    n_test = len(_count_rows(test))
+    if len(ids) != n_test:
+        raise DataError(
+            f"{path} has {len(ids)} predictions but the test file {test} has {n_test} rows; GLUE rejects "
+            f"incomplete submissions (was `gptkit predict` run with data.skip_bad_rows=true?): fix the test "
+            f"file's bad rows and rerun `gptkit predict` for {task} (nothing was written to the submission folder)"
+        )
+    return None
 
 
 def glue_report(run_dirs: list[Path], out_dir: Path | None = None) -> tuple[GlueScore, list[str]]:
@@ -357,11 +435,13 @@ def glue_report(run_dirs: list[Path], out_dir: Path | None = None) -> tuple[Glue
 
     results: dict[str, dict[str, float]] = {}
     folders: dict[str, Path] = {}
+    configs: dict[str, dict] = {}
     for run_dir in run_dirs:
         name, metrics = read_run_results(Path(run_dir))
         if name in results:
             raise DataError(f"two runs for task {name}: {folders[name]} and {run_dir}; pass one per task")
         results[name], folders[name] = metrics, Path(run_dir).expanduser()
+        configs[name] = _run_task(folders[name])[1]
     score = glue_score(results)
     notes: list[str] = []
     if out_dir is not None:
@@ -372,6 +452,9 @@ def glue_report(run_dirs: list[Path], out_dir: Path | None = None) -> tuple[Glue
                 file = task.prediction_file(split)
                 path = folder / PREDICTIONS_DIR / file
                 if path.is_file():
+                    note = check_submission_file(path, name, split, configs[name])
+                    if note:
+                        notes.append(note)
                     sources[file] = path
                 else:
                     notes.append(f"no {file} in {folder / PREDICTIONS_DIR} (run `gptkit predict` for {name})")
