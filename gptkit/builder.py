@@ -231,7 +231,7 @@ def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict):
         task=task, head_dropout=head_dropout, tokenizer=tokenizer_record, compile=compile_,
         compile_mode=compile_mode, compile_tuning=compile_tuning,
     )
-    if cfg.init.checkpoint and not cfg.ckpt_path:
+    if cfg.init.checkpoint and resolve_ckpt_path(cfg) is None:  # (ckpt_path=auto on a first start: init too)
         init_from(module, cfg.init.checkpoint, cfg.init.n_transfer)
     return module
 
@@ -311,6 +311,10 @@ def check_checkpoint_task(ckpt_path: str, task: str | None) -> None:
         raise CheckpointError(f"{ckpt_path} was not written by `gptkit fit` (no model hyper-parameters inside); "
                               "give a .ckpt from a run's checkpoints folder")
     theirs = hp.get("task")
+    if theirs is not None and task is not None:  # names as the registry knows them (data.name=SST2 is sst2)
+        from gptkit.tasks import get_task
+
+        theirs, task = get_task(theirs).name, get_task(task).name
     if theirs == task:
         return
 
@@ -459,7 +463,9 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
                               f".ckpt from a gptkit run or a `gptkit import` folder{hint}")
     if ckpt_path:
         check_checkpoint_task(ckpt_path, None if cfg.data.name == "pretrain" else cfg.data.name)
-    replace = verb == "fit" and ckpt_path is None and guard_run_dir(cfg, rdir)
+    # a fit that does not resume this run's own checkpoint must not mix with the ones already in its folder
+    own = ckpt_path is not None and Path(ckpt_path).resolve().parent == (rdir / "checkpoints").resolve()
+    replace = verb == "fit" and not own and guard_run_dir(cfg, rdir)
     cfg = adopt_checkpoint_model(cfg, ckpt_path)
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
 

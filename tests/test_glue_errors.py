@@ -130,3 +130,14 @@ def test_glue_out_notes_when_the_test_set_cannot_be_counted(capsys, tmp_path):
                predictions="index\tprediction\n0\t1\n")
     assert main(["glue", str(run), "--out", str(tmp_path / "sub")]) == 0
     assert "cannot check" in capsys.readouterr().err
+
+
+def test_rows_a_dataset_excludes_by_its_own_rule_are_not_missing(tmp_path, caplog):
+    """SNLI drops gold label '-' by design: its prediction file is complete, no warning."""
+    from gptkit.tasks.base import ReadStats
+
+    sst2 = get_task("sst2")
+    stats = ReadStats(rows=2, excluded={"no gold label": 3})
+    with caplog.at_level(logging.WARNING, logger="gptkit.tasks.base"):
+        sst2.write_predictions(tmp_path / "p.tsv", [0, 1], [1, 0], stats)
+    assert not [r for r in caplog.records if "INCOMPLETE" in r.getMessage()]

@@ -104,9 +104,9 @@ def test_a_checkpoint_that_does_not_fit_is_one_error_and_config_yaml_stays(work)
     folder = work / "runs" / "sst2"
     ckpt = load_ckpt(folder / "checkpoints" / "last.ckpt")
     del ckpt["state_dict"]["backbone.blocks.0.ln_1.bias"]
-    torch.save(ckpt, work / "cut.ckpt")
+    torch.save(ckpt, folder / "checkpoints" / "cut.ckpt")
     config = (folder / "config.yaml").read_text()
-    cfg = load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", f"ckpt_path={work / 'cut.ckpt'}",
+    cfg = load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", f"ckpt_path={folder / 'checkpoints' / 'cut.ckpt'}",
                                                       "trainer.max_steps=8"))
     with pytest.raises(CheckpointError, match=r"cut.ckpt does not fit the model of this recipe \(Missing key"):
         run("fit", cfg)
@@ -154,6 +154,28 @@ def test_more_paths_that_are_not_what_they_should_be(work):
     (work / "runs" / "sst2" / "checkpoints" / "last.ckpt").unlink()  # only best-*.ckpt left
     with pytest.raises(ConfigError, match=r"Resume it with ckpt_path=best"):
         build(load_config(str(RECIPES / "sst2.yaml"), args(work / "glue")))
+
+
+def test_resuming_another_runs_checkpoint_into_a_folder_with_checkpoints_is_refused(work):
+    from gptkit.errors import ConfigError
+
+    shutil.copy(work / "runs" / "sst2" / "checkpoints" / "last.ckpt", work / "elsewhere.ckpt")
+    with pytest.raises(ConfigError, match=r"already holds checkpoints from an earlier run"):
+        build(load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", f"ckpt_path={work / 'elsewhere.ckpt'}")))
+
+
+def test_task_names_compare_as_the_registry_knows_them(work):
+    last = work / "runs" / "sst2" / "checkpoints" / "last.ckpt"
+    metrics = run("validate", load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", "data.name=SST2",
+                                                                          f"ckpt_path={last}")))
+    assert "val/acc" in metrics
+
+
+def test_ckpt_path_auto_on_a_first_start_still_initialises_from_init_checkpoint(work, capsys):
+    last = work / "runs" / "sst2" / "checkpoints" / "last.ckpt"
+    c = build(load_config(str(RECIPES / "cola.yaml"), args(work / "glue", f"init.checkpoint={last}", "ckpt_path=auto")))
+    state = load_ckpt(last)["state_dict"]
+    assert torch.equal(c.module.backbone.blocks[0].attn.c_attn.weight, state["backbone.blocks.0.attn.c_attn.weight"])
 
 
 def test_pretraining_data_keys_in_a_fine_tuning_recipe_are_refused(work):

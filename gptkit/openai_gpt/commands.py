@@ -36,7 +36,7 @@ def check_out_dir(out_dir: str, what: str, writes: tuple[str, ...], overwrite: b
 def load_source(source: str, n_head: int | None = None, seed: int = 0) -> ImportedModel:
     """Pick the importer for ``source``: ``"hub"``, a released numpy folder or a Hugging Face folder."""
     path = Path(source).expanduser()
-    if n_head is not None and (source == "hub" or not (path / "params_shapes.json").is_file()):
+    if n_head is not None and (source == "hub" or path.is_dir() and not (path / "params_shapes.json").is_file()):
         raise CheckpointError("--n-head is for released numpy folders, which do not record the head count; a "
                               "Hugging Face folder's config.json has it: drop --n-head")
     if source == "hub":

@@ -272,11 +272,6 @@ class ReadStats:
     first_skip: str | None = None
     source: Path | None = None  # the file the split was read from, when one file holds it
 
-    @property
-    def total(self) -> int:
-        """Rows in the file(s): examples read plus rows skipped or excluded."""
-        return self.rows + self.skipped + sum(self.excluded.values())
-
     def describe(self) -> str:
         parts = [f"{self.rows} examples"]
         if self.skipped:
@@ -548,11 +543,12 @@ class TaskSpec:
             f.write("index\tprediction\n")
             for i, p in rows:
                 f.write(f"{i}\t{self.format_prediction(p)}\n")
-        if stats is not None and len(index) < stats.total:
+        if stats is not None and stats.skipped:  # (rows a dataset leaves out by its own rule are not missing)
             log.warning(
-                "%s is INCOMPLETE: %d predictions for the %d rows of %s (%s); a GLUE submission needs one "
-                "prediction per test row and `gptkit glue --out` refuses this file: fix the bad rows and rerun "
-                "`gptkit predict`", path, len(index), stats.total, where, stats.describe(),
+                "%s is INCOMPLETE: %d predictions for the %d rows of %s (%d malformed rows skipped with "
+                "data.skip_bad_rows); a submission needs one prediction per test row (`gptkit glue --out` "
+                "refuses such a file): fix the bad rows and rerun `gptkit predict`",
+                path, len(index), stats.rows + stats.skipped, where, stats.skipped,
             )
         return path
 
