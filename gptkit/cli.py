@@ -197,31 +197,14 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _glue_submission_files(runs: list) -> set[str]:
-    """The files ``glue_report`` writes into a submission folder for these runs."""
-    from gptkit.tasks import get_task
-    from gptkit.tasks.glue import PREDICTIONS_DIR, read_run_results
-
-    files = {"glue_score.txt"}
-    for run in runs:
-        task = get_task(read_run_results(run)[0])
-        names = (task.prediction_file(split) for split in task.test_splits)
-        files.update(n for n in names if (run.expanduser() / PREDICTIONS_DIR / n).is_file())
-    return files
-
-
 def cmd_glue(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gptkit.outputs import output_folder, refuse_foreign_files
+    from gptkit.outputs import output_folder
     from gptkit.tasks.glue import glue_report
 
-    runs = [Path(r) for r in args.runs]
     out = output_folder(args.out, "--out") if args.out else None
-    if out is not None:  # a submission folder holds these runs' predictions and nothing else
-        refuse_foreign_files(out, "--out", _glue_submission_files(runs),
-                             "left from an earlier submission? a submission holds only these runs' predictions")
-    score, notes = glue_report(runs, out)
+    score, notes = glue_report([Path(r) for r in args.runs], out)
     print(score.table())
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)

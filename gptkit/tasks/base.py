@@ -320,6 +320,12 @@ def not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
     return DataError(f"{not_utf8_message(path, exc)}; expected the dataset's UTF-8 text file")
 
 
+def holds_row(line: str) -> bool:
+    """Whether a TSV line is a row: blank lines (nothing but spaces) hold none; a line with a tab
+    does, even if all its cells are empty (it is then checked, and reported, like any other)."""
+    return bool(line.strip()) or "\t" in line
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line) without the line ending; accepts LF and CRLF; drops a UTF-8 BOM."""
     with open(path, encoding="utf-8-sig", newline="") as f:
@@ -341,11 +347,10 @@ def read_tsv(
     unbalanced quotes). With ``header`` rows are dicts keyed by the header; every row must have as
     many fields as the header (or ``n_columns``), or at least ``min_columns`` where trailing
     optional columns may be left out (SNLI's .txt omits empty ``label2..label5``); a wrong row goes
-    to ``reader.bad``. Blank lines (nothing but spaces) hold no row and are passed over; a line with
-    a tab is a row, so one of empty cells is checked (and reported) like any other."""
+    to ``reader.bad``. Lines that hold no row (:func:`holds_row`) are passed over."""
     names: list[str] | None = None
     for number, line in read_lines(path):
-        if not line.strip() and "\t" not in line:
+        if not holds_row(line):
             continue
         fields = line.split("\t")
         if header and names is None:

@@ -362,10 +362,15 @@ def read_run_results(run_dir: Path) -> tuple[str, dict[str, float]]:
     metric that is missing, not a number, or not finite (nan, inf) is a :class:`DataError` naming the
     file and metric: such a run has no score to report.
     """
-    import json
-
     run_dir = Path(run_dir).expanduser()
     task, _ = _run_task(run_dir)
+    return task, _run_metrics(run_dir, task)
+
+
+def _run_metrics(run_dir: Path, task: str) -> dict[str, float]:
+    """The metrics of :func:`read_run_results`, for a run of ``task``."""
+    import json
+
     for verb in ("validate", "test"):
         path = run_dir / RESULTS_DIR / f"{verb}.json"
         if path.is_file():
@@ -386,25 +391,24 @@ def read_run_results(run_dir: Path) -> tuple[str, dict[str, float]]:
                 if not math.isfinite(value):
                     raise DataError(f"{path}: metric {key!r} is {value}, so the run has no {task} score (did "
                                     f"training diverge?); fix the run, rerun `gptkit validate`, or leave it out")
-            return task, metrics
+            return metrics
     raise DataError(
         f"{run_dir} has no results/validate.json or results/test.json; run "
         f"`gptkit validate <recipe> run.name={run_dir.name} ckpt_path=best` first"
     )
 
 
-def _count_rows(path: Path) -> list[str]:
-    """The first field of each row of a headed TSV file (blank lines hold no row, as in read_tsv)."""
-    from gptkit.tasks.base import read_lines
+def _first_fields(path: Path) -> list[str]:
+    """The first field of each row of a headed TSV file (the index of a prediction or test file)."""
+    from gptkit.tasks.base import holds_row, read_lines
 
-    firsts = [line.split("\t", 1)[0] for _, line in read_lines(path) if line.strip() or "\t" in line]
-    return firsts[1:]
+    return [line.split("\t", 1)[0] for _, line in read_lines(path) if holds_row(line)][1:]
 
 
 def check_submission_file(path: Path, task: str, split: str, config: dict) -> str | None:
     """Refuse (DataError) a prediction file with repeated indices or a row count other than the test
     file's; return a note when the test file cannot be found to count (the check is then skipped)."""
-    ids = _count_rows(path)
+    ids = _first_fields(path)
     repeated = sorted({i for i, n in Counter(ids).items() if n > 1})
     if repeated:
         raise DataError(f"{path} repeats index {', '.join(repeated[:5])}; rerun `gptkit predict` for {task}")
@@ -416,7 +420,7 @@ def check_submission_file(path: Path, task: str, split: str, config: dict) -> st
     test = _task_dir(Path(str(root)).expanduser(), layout.folder) / layout.files[split]
     if not test.is_file():
         return f"cannot check that {path} covers the whole {task} test set: no test file {test}"
-    n_test = len(_count_rows(test))
+    n_test = len(_first_fields(test))
     if len(ids) != n_test:
         raise DataError(
             f"{path} has {len(ids)} predictions but the test file {test} has {n_test} rows; GLUE rejects "
@@ -430,18 +434,23 @@ def glue_report(run_dirs: list[Path], out_dir: Path | None = None) -> tuple[Glue
     """The GLUE score of fine-tuning runs (one folder per task) and, with ``out_dir``, a submission
     folder with each task's test predictions under its GLUE file name (``SST-2.tsv``,
     ``MNLI-m.tsv`` ...; the diagnostic AX is not produced). Returns the score and notes on
-    prediction files that are missing."""
+    prediction files that are missing.
+
+    The submission folder holds these runs' predictions and ``glue_score.txt``, nothing else: one that
+    holds other files (say a task left from an earlier submission) is refused before anything is written.
+    """
+    from gptkit.outputs import refuse_foreign_files
     from gptkit.tasks import get_task
 
     results: dict[str, dict[str, float]] = {}
     folders: dict[str, Path] = {}
     configs: dict[str, dict] = {}
     for run_dir in run_dirs:
-        name, metrics = read_run_results(Path(run_dir))
+        folder = Path(run_dir).expanduser()
+        name, config = _run_task(folder)
         if name in results:
             raise DataError(f"two runs for task {name}: {folders[name]} and {run_dir}; pass one per task")
-        results[name], folders[name] = metrics, Path(run_dir).expanduser()
-        configs[name] = _run_task(folders[name])[1]
+        results[name], folders[name], configs[name] = _run_metrics(folder, name), folder, config
     score = glue_score(results)
     notes: list[str] = []
     if out_dir is not None:
@@ -458,6 +467,8 @@ def glue_report(run_dirs: list[Path], out_dir: Path | None = None) -> tuple[Glue
                     sources[file] = path
                 else:
                     notes.append(f"no {file} in {folder / PREDICTIONS_DIR} (run `gptkit predict` for {name})")
+        refuse_foreign_files(Path(out_dir).expanduser(), "--out", {*sources, "glue_score.txt"},
+                             "left from an earlier submission? a submission holds only these runs' predictions")
         copy_predictions(sources, Path(out_dir).expanduser())
         (Path(out_dir).expanduser() / "glue_score.txt").write_text(score.table() + "\n")
     return score, notes
