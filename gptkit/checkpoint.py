@@ -100,7 +100,6 @@ def ckpt_hparams(path: str | os.PathLike) -> dict[str, Any]:
     return load_ckpt(path, mmap=True).get("hyper_parameters", {})
 
 
-
 def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], GPTConfig, Path | None]:
     """Backbone weights, model config and tokenizer file from a ``.ckpt`` file or a pretrained folder.
 

@@ -321,10 +321,13 @@ class GPTModule(pl.LightningModule):
             raise CheckpointError(
                 f"init.n_transfer={n_transfer} is outside 0..{self.backbone.config.n_layer} (model.n_layer)"
             )
+        def transferred(key: str) -> bool:  # embeddings, and the first n_transfer blocks (all when unset)
+            return n_transfer is None or not key.startswith("blocks.") or int(key.split(".")[1]) < n_transfer
+
         own = self.backbone.state_dict()
         keep = {}
         for key, value in state.items():
-            if n_transfer is not None and key.startswith("blocks.") and int(key.split(".")[1]) >= n_transfer:
+            if not transferred(key):
                 continue
             if key not in own:
                 raise CheckpointError(f"checkpoint tensor '{key}' has no place in this model; check model.n_layer")
@@ -338,8 +341,7 @@ class GPTModule(pl.LightningModule):
                     f"{tuple(own[key].shape)}; the recipe's model sizes must match the checkpoint"
                 )
             keep[key] = value
-        wanted = [k for k in own if n_transfer is None or not k.startswith("blocks.") or int(k.split(".")[1]) < n_transfer]
-        missing = [k for k in wanted if k not in keep]
+        missing = [k for k in own if transferred(k) and k not in keep]
         if missing:  # they would silently keep their random initialisation
             raise CheckpointError(
                 f"the checkpoint lacks {len(missing)} backbone tensor(s) that it should transfer ({', '.join(missing[:3])}"
