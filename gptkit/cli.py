@@ -148,14 +148,6 @@ def _version() -> str:
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gptkit.errors import ConfigError
-
-    if Path(args.recipe).is_dir():
-        found = sorted(p.name for p in Path(args.recipe).glob("*.yaml"))
-        hint = f" (it holds {', '.join(found[:6])}{' ...' if len(found) > 6 else ''})" if found else ""
-        raise ConfigError(f"recipe {args.recipe} is a directory, not a recipe file; give one of its YAML files{hint}")
     from gptkit.config import load_config, to_yaml
 
     cfg = load_config(args.recipe, args.overrides)

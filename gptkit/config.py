@@ -188,8 +188,11 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dic
     """The recipe and the recipes it extends, base first."""
     if not path.is_file():
         hint = f" (extended by {chain[-1]})" if chain else ""
-        problem = "is a directory, not a recipe file" if path.is_dir() else "does not exist"
-        raise ConfigError(f"recipe {path}{hint} {problem}; check the path (shipped recipes are in recipes/)")
+        if path.is_dir():
+            found = sorted(p.name for p in path.glob("*.yaml"))
+            held = f" (it holds {', '.join(found[:6])}{' ...' if len(found) > 6 else ''})" if found else ""
+            raise ConfigError(f"recipe {path}{hint} is a directory, not a recipe file; give one of its YAML files{held}")
+        raise ConfigError(f"recipe {path}{hint} does not exist; check the path (shipped recipes are in recipes/)")
     if path.resolve() in {p.resolve() for p in chain}:
         raise ConfigError(f"recipe {path} extends itself through 'base:' ({' -> '.join(map(str, chain))})")
     try:
