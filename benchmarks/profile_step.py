@@ -32,6 +32,8 @@ class Variant:
     sdpa: str | None = None  # SDPA backend; None for PyTorch's choice
     attributes: dict = field(default_factory=dict)  # gptkit.model attributes to set
     loss_chunk: int | None = None  # rows per chunk of the fused LM loss; None for gptkit's choice
+    # dtype of the LayerNorm outputs, i.e. of the post-LN residual stream; None keeps autocast's float32
+    layer_norm_out: torch.dtype | None = None
 
 
 VARIANTS = {
@@ -50,6 +52,11 @@ VARIANTS = {
     # recipes/pretrain.yaml's coordinate-descent tuning with the mask kernel
     "mask-kernel+coordinate-descent": Variant(inductor={"coordinate_descent_tuning": True},
                                               attributes={"_MASK_KERNEL_DEVICES": {"cuda"}}),
+    # LayerNorm outputs cast to bf16 (computed in float32 as before), so the residual stream that the
+    # add + dropout + LayerNorm kernels read and write, and save for the backward pass, is bf16 where
+    # autocast makes it float32: what that float32 traffic costs. It changes the numerics: not in gptkit.
+    "bf16-residual": Variant(layer_norm_out=torch.bfloat16),
+    "bf16-residual+mask-kernel": Variant(layer_norm_out=torch.bfloat16, attributes={"_MASK_KERNEL_DEVICES": {"cuda"}}),
 }
 DEFAULT_ATTRIBUTES = {"_MASK_KERNEL_DEVICES": gptkit.model._MASK_KERNEL_DEVICES}
 GROUPS = [  # first match wins
@@ -79,6 +86,13 @@ def group_of(kernel: str) -> str:
     return next((g for g, pattern in GROUPS if re.search(pattern, kernel)), "rest")
 
 
+def cast_layer_norms(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Make every LayerNorm of ``model`` return ``dtype`` (a forward hook, traced by torch.compile)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.register_forward_hook(lambda _module, _args, out: out.to(dtype))
+
+
 def run(name: str, steps: int = 10, profile: bool = False) -> None:
     variant = VARIANTS[name]
     for attribute, value in {**DEFAULT_ATTRIBUTES, **variant.attributes}.items():
@@ -87,6 +101,8 @@ def run(name: str, steps: int = 10, profile: bool = False) -> None:
     torch._dynamo.reset()
     torch.cuda.reset_peak_memory_stats()
     model = GPT(GPTConfig(**variant.config)).cuda()
+    if variant.layer_norm_out is not None:
+        cast_layer_norms(model, variant.layer_norm_out)
     opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=True)
     x = torch.randint(0, model.config.vocab_size, (64, 513), device="cuda")
     chunk = variant.loss_chunk or lm_loss_chunk_rows(x.device, model.config.vocab_size)
