@@ -120,7 +120,8 @@ def _load_tokenizer_record(info: dict, where: str):
     return Tokenizer.from_file(path), kind
 
 
-def build_tokenizer(cfg: DictConfig, sources: list | None, ckpt_path: str | None = None) -> tuple[Any, str]:
+def build_tokenizer(cfg: DictConfig, sources: list | None, ckpt_path: str | None = None,
+                    verb: str = "fit") -> tuple[Any, str]:
     """The run's tokenizer: named by the recipe, carried by a checkpoint (``ckpt_path``, the resolved
     checkpoint to resume or evaluate, or ``init.checkpoint``), or trained on the corpus."""
     t = cfg.tokenizer
@@ -135,9 +136,10 @@ def build_tokenizer(cfg: DictConfig, sources: list | None, ckpt_path: str | None
         if sources is None:
             raise DataError(f"tokenizer.path {path} does not exist and there is no corpus to train one on")
     else:
-        # A fine-tuning run's tokenizer is its checkpoint's (also for ckpt_path=last/best); pretraining
-        # derives its own from the corpus, and resuming checks it against the checkpoint's.
-        named = sources is None or cfg.ckpt_path not in ("last", "best", "auto")
+        # Evaluating, and a fine-tuning run, take the checkpoint's tokenizer (also for ckpt_path=last/best).
+        # A pretraining fit that resumes its own run derives its tokenizer from the corpus again, and
+        # check_resume compares it with the checkpoint's: a changed corpus or tokenizer.* is refused.
+        named = sources is None or verb != "fit" or cfg.ckpt_path not in ("last", "best", "auto")
         for ckpt in (ckpt_path if named else None, cfg.init.checkpoint):
             if ckpt and Path(ckpt).expanduser().exists():
                 info = checkpoint_tokenizer(ckpt)
@@ -169,7 +171,7 @@ def train_tokenizer(cfg: DictConfig, sources: list, path: Path) -> Tokenizer:
         seen = 0
         for piece in read_sources(sources):
             yield piece
-            seen += len(piece)
+            seen += len(piece.encode())  # UTF-8 bytes, as the key says
             if t.train_max_bytes is not None and seen >= t.train_max_bytes:
                 return
 
@@ -479,7 +481,7 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
 
         check_pretrain_monitor(cfg)  # before any data is read, as check_task_config
         sources = resolve_sources(list(cfg.data.files), cfg.data.corpus, cfg.data.text_field, cfg.run.data_dir)
-    tokenizer, kind = build_tokenizer(cfg, sources, ckpt_path)
+    tokenizer, kind = build_tokenizer(cfg, sources, ckpt_path, verb)
     record = {"kind": kind, "exact": kind == "openai-gpt", "path": str((rdir / "tokenizer.json").resolve()),
               "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
     if ckpt_path:
@@ -562,7 +564,9 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
         log(f"done: last checkpoint {c.run_dir / 'checkpoints' / 'last.ckpt'}" + (f", best {best}" if best else ""))
     else:
         with checkpoint_must_fit(ckpt_path):
-            getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
+            # verbose=False: Lightning's table of results would go to stdout before the CLI's own lines
+            getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True,
+                                     verbose=False)
     metrics = {k: float(v) for k, v in c.trainer.callback_metrics.items() if v.numel() == 1}
     if verb in ("validate", "test") and rank_zero_only.rank == 0:
         write_results(c.run_dir, verb, metrics)

@@ -66,6 +66,14 @@ def run_folder_hint(path: Path) -> str:
     return f"; for a run folder, give its checkpoint ({path / 'checkpoints' / 'last.ckpt'})"
 
 
+def missing_checkpoint(path: Path) -> CheckpointError:
+    """A checkpoint path that names no file, with the checkpoints its folder does hold (``best-….ckpt``
+    carries the step and the score in its name)."""
+    held = sorted(p.name for p in path.parent.glob("*.ckpt")) if path.parent.is_dir() else []
+    hint = f"; {path.parent} holds {', '.join(held)}" if held else ""
+    return CheckpointError(f"checkpoint {path} does not exist{hint}")
+
+
 def _not_a_checkpoint(path: Path, content: Any) -> CheckpointError:
     return CheckpointError(f"{path} holds a {type(content).__name__}, not a Lightning checkpoint; give a .ckpt "
                            "written by `gptkit fit` (in a run's checkpoints folder) or a pretrained-model folder")
@@ -79,7 +87,7 @@ def load_ckpt(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise missing_checkpoint(path)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:

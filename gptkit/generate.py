@@ -60,9 +60,11 @@ def generate(
 
     ``temperature`` 0 picks the most likely token; ``top_k`` 0 or None keeps every token.
     """
+    from gptkit.checkpoint import missing_checkpoint
+
     check_sampling(max_new_tokens, temperature, top_k, num_samples)
     if not Path(checkpoint).expanduser().exists():
-        raise CheckpointError(f"checkpoint {checkpoint} does not exist")
+        raise missing_checkpoint(Path(checkpoint).expanduser())
     model, tokenizer = load_for_generation(checkpoint, tokenizer_path)
     ids = tokenizer.encode(prompt) if prompt else []
     if not ids:  # an empty prompt starts from the _start_ token

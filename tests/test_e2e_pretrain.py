@@ -83,3 +83,22 @@ def test_tokenizer_checkpoint_mismatch_is_refused(trained, tmp_path):
     other = run_cli("fit", *ARGS, "tokenizer.vocab_size=700", "ckpt_path=last", cwd=cwd)
     assert other.returncode == 2 and "Traceback" not in other.stderr
     assert "was trained with tokenizer" in other.stderr
+
+
+def test_evaluating_takes_the_checkpoints_tokenizer(trained):
+    """`validate ckpt_path=last` evaluates with the tokenizer the run trained with, whatever tokenizer.* says."""
+    cwd, _ = trained
+    val = run_cli("validate", *ARGS, "tokenizer.vocab_size=700", "ckpt_path=last", cwd=cwd)
+    assert val.returncode == 0, val.stderr[-2000:]
+    lines = val.stdout.splitlines()  # nothing but one name<TAB>value line per metric
+    assert {line.split("\t")[0] for line in lines} >= {"val/loss", "val/ppl"}
+    assert all(len(line.split("\t")) == 2 and float(line.split("\t")[1]) > 0 for line in lines), val.stdout
+
+
+@pytest.mark.parametrize("verb", ["export", "generate"])
+def test_a_missing_checkpoint_names_the_ones_there(trained, verb):
+    cwd, _ = trained
+    out = run_cli(verb, "runs/e2e/checkpoints/best.ckpt", *(["--to", "hf", "out-hf"] if verb == "export" else []),
+                  cwd=cwd)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "best.ckpt does not exist; runs/e2e/checkpoints holds " in out.stderr and "last.ckpt" in out.stderr
