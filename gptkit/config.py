@@ -106,7 +106,7 @@ class TrainerConfig:
     devices: Any = "auto"
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | fsdp | deepspeed ... (Lightning's registry)
-    precision: str | None = None  # null = bf16-mixed on CUDA with bf16 support, else 32-true
+    precision: str | None = None  # null: bf16-mixed on CUDA GPUs of capability 8.0+, 16-mixed on older, else 32-true
     max_epochs: int | None = None
     max_steps: int = -1
     accumulate_grad_batches: int = 1
