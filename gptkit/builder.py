@@ -20,7 +20,7 @@ import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gptkit.config import check_pretrain_monitor, to_yaml
+from gptkit.config import check_pretrain_monitor, monitor_mode, to_yaml
 from gptkit.console import log, quiet_libraries
 from gptkit.errors import CheckpointError, ConfigError, DataError
 from gptkit.reliability import RunFolder
@@ -395,7 +395,7 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
         # the best checkpoints, at validation (first: it is trainer.checkpoint_callback)
         BestCheckpoint(
             dirpath=rdir / "checkpoints", filename=f"best-step{{step}}-{monitor_name}{{{c.monitor}:.4f}}",
-            monitor=c.monitor, mode=c.mode, save_top_k=c.save_top_k, auto_insert_metric_name=False,
+            monitor=c.monitor, mode=c.mode or monitor_mode(c.monitor), save_top_k=c.save_top_k, auto_insert_metric_name=False,
             legacy_every_n_train_steps=c.every_n_train_steps,
         ),
         # last.ckpt every checkpoint.every_n_train_steps (null: at each validation) and at the end. Apart, because

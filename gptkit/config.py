@@ -124,7 +124,7 @@ class TrainerConfig:
 @dataclass
 class CheckpointConfig:
     monitor: str = "val/loss"
-    mode: str = "min"
+    mode: str | None = None  # null: min for a loss or perplexity, max for any other metric (monitor_mode)
     save_top_k: int = 1
     every_n_train_steps: int | None = None  # also save `last` every n updates (null: at validation)
 
@@ -154,7 +154,7 @@ CHOICES = {
     "optim.schedule": ("cosine", "linear", "constant"),
     "tokenizer.kind": ("bpe", "openai-gpt", "openai-gpt-fast"),
     "logging.progress": ("auto", "rich", "plain", "none"),
-    "checkpoint.mode": ("min", "max"),
+    "checkpoint.mode": ("min", "max", None),
     "objective.nonfinite": ("stop", "skip"),
     "model.compile_mode": ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead"),
 }
@@ -290,7 +290,7 @@ def _check_values(cfg: DictConfig) -> None:
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
-            raise ConfigError(f"'{key}' is {value!r}; choose one of {', '.join(allowed)}")
+            raise ConfigError(f"'{key}' is {value!r}; choose one of {', '.join(a or 'null' for a in allowed)}")
     for key, rule in RANGES.items():
         value = OmegaConf.select(cfg, key)
         if value is not None and not RULES[rule](value):
@@ -305,6 +305,11 @@ def _check_values(cfg: DictConfig) -> None:
     betas = list(cfg.optim.betas)
     if len(betas) != 2 or not all(RULES["in [0, 1)"](b) for b in betas):
         raise ConfigError(f"optim.betas must hold two numbers, each in [0, 1), got {betas}")
+    mode, best = cfg.checkpoint.mode, monitor_mode(cfg.checkpoint.monitor)
+    if mode is not None and mode != best:
+        raise ConfigError(f"checkpoint.mode={mode} would keep the checkpoints with the {'highest' if mode == 'max' else 'lowest'} "
+                          f"{cfg.checkpoint.monitor}, the worst ones; set checkpoint.mode={best}, or leave it null "
+                          "(it follows the monitor)")
     if str(cfg.trainer.strategy).startswith("ddp_spawn"):  # it pickles the whole run into each process
         raise ConfigError(f"trainer.strategy={cfg.trainer.strategy} is not supported (it pickles the run into each "
                           "process); use trainer.strategy=ddp, or ddp_fork / ddp_notebook in a notebook")
@@ -312,6 +317,13 @@ def _check_values(cfg: DictConfig) -> None:
     if name in ("", ".", "..") or "/" in name or "\\" in name:
         raise ConfigError(f"run.name {name!r} must be a plain folder name (not empty, '.' or '..', no '/' or "
                           f"'\\'): the run folder is <run.dir>/<run.name>; set run.dir to put runs elsewhere")
+
+
+def monitor_mode(monitor: str) -> str:
+    """Which way a logged metric improves: ``min`` for a loss or perplexity, ``max`` for the task metrics
+    (accuracy, F1, MCC, correlations)."""
+    name = monitor.rsplit("/", 1)[-1]
+    return "min" if name.split("_")[0] in ("loss", "ppl") else "max"
 
 
 def check_pretrain_monitor(cfg: DictConfig) -> None:

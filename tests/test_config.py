@@ -109,6 +109,34 @@ def test_pretraining_monitors(monitor):
     check_pretrain_monitor(load_config(None, [f"checkpoint.monitor={monitor}"]))
 
 
+@pytest.mark.parametrize(("recipe", "overrides", "expected"), [
+    (None, [], "min"),  # pretraining: val/loss
+    (None, ["checkpoint.monitor=val/ppl", "checkpoint.mode=min"], "min"),
+    ("sst2.yaml", [], "max"),  # val/acc
+    ("cola.yaml", [], "max"),  # val/mcc
+    ("mnli.yaml", [], "max"),  # val/acc_matched
+    ("stsb.yaml", [], "max"),  # val/pearson
+    ("sst2.yaml", ["checkpoint.monitor=val/loss"], "min"),  # the base recipe's task monitor, replaced
+])
+def test_best_checkpoints_follow_the_monitor(tmp_path, recipe, overrides, expected):
+    from gptkit.builder import build_callbacks
+
+    recipes = Path(__file__).parent.parent / "recipes"
+    cfg = load_config(recipe and recipes / recipe, overrides)
+    assert build_callbacks(cfg, tmp_path)[0][0].mode == expected
+
+
+@pytest.mark.parametrize(("overrides", "worst"), [
+    (["checkpoint.mode=max"], "highest val/loss"),
+    (["checkpoint.monitor=train/loss", "checkpoint.mode=max"], "highest train/loss"),
+    (["checkpoint.monitor=val/acc", "checkpoint.mode=min"], "lowest val/acc"),
+])
+def test_a_mode_that_keeps_the_worst_checkpoints_is_refused(overrides, worst):
+    with pytest.raises(ConfigError, match=rf"would keep the checkpoints with the {worst}, the worst ones; "
+                                          r"set checkpoint.mode=(min|max), or leave it null"):
+        load_config(None, overrides)
+
+
 def test_unsupported_strategy_and_huge_numbers():
     with pytest.raises(ConfigError, match=r"trainer.strategy=ddp_spawn is not supported .* use trainer.strategy=ddp"):
         load_config(None, ["trainer.strategy=ddp_spawn"])
