@@ -22,20 +22,12 @@ import torch
 
 from gptkit.errors import CheckpointError
 from gptkit.model import GPTConfig
+from gptkit.outputs import atomic_write_bytes
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 BACKBONE_PREFIX = "backbone."
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def save_pretrained(

@@ -1,15 +1,20 @@
-"""Folders that a verb writes into (``gptkit export``, ``gptkit import``, ``gptkit glue --out``).
+"""What gptkit writes: folders that a verb writes into (``gptkit export``, ``gptkit import``,
+``gptkit glue --out``), and files replaced all at once or not at all.
 
-They are checked before anything is written, so a mistake in the output path never leaves a
-half-written folder or replaces files that were already there. No heavy imports: the CLI uses
+The folders are checked before anything is written, so a mistake in the output path never leaves a
+half-written folder or replaces files that were already there; each file (checkpoints, tokenizers,
+configs, results, predictions, exported models) is written to a temporary file beside it and renamed
+over it, so a crash or a full disk leaves the previous file whole. No heavy imports: the CLI uses
 this before it loads torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from gptkit.errors import GptkitError
 
@@ -66,3 +71,49 @@ def refuse_foreign_files(out: Path, what: str, writes: Iterable[str], why: str) 
             f"{what} {out} already holds {_listing(foreign)}, which this command would not write ({why}); "
             f"delete {'it' if len(foreign) == 1 else 'them'}, or pass a new or empty folder (nothing was written)"
         )
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the file system allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write that replaces ``path`` when the block ends, or leaves it untouched.
+
+    The data go to a hidden temporary file beside ``path`` (``.NAME.tmp-PID``), are flushed to disk,
+    and the file is renamed over ``path``; if the block raises, the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_file(path) as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """``text`` as UTF-8 with ``\\n`` line ends, replacing ``path`` all at once."""
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -38,6 +38,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from gptkit.console import log
 from gptkit.errors import CheckpointError, GptkitError
+from gptkit.outputs import atomic_file, atomic_write_text
 
 
 class Preempted(GptkitError):
@@ -76,39 +77,20 @@ class HostCopy:
 
 
 # -- atomic checkpoint files ----------------------------------------------------------------------
-def fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` all at once or not at all (temp file, fsync, rename, fsync folder)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a writer that was killed
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if path.parent.is_dir():  # a checkpoint is large: drop what a writer that was killed left behind
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_file(path) as fh:
             torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         why = "the disk is full" if exc.errno == errno.ENOSPC else f"{exc.strerror or exc}"
         keep = f"; {path} still holds the previous checkpoint" if path.exists() else ""
         raise CheckpointError(f"could not write checkpoint {path}: {why}{keep}. Free space or fix the "
                               "folder, then resume with ckpt_path=last") from None
-    fsync_dir(path.parent)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -222,7 +204,7 @@ class RunFolder(pl.Callback):
             shutil.rmtree(self.folder / name, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(self.folder / "tokenizer.json")
-        (self.folder / "config.yaml").write_text(self.config_yaml)
+        atomic_write_text(self.folder / "config.yaml", self.config_yaml)
 
 
 def last_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:

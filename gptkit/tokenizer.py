@@ -18,6 +18,7 @@ from tokenizers import Tokenizer as _Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
 from gptkit.errors import DataError
+from gptkit.outputs import atomic_write_text
 
 UNK = "<unk>"
 START, DELIMITER, CLASSIFY = "_start_", "_delimiter_", "_classify_"
@@ -110,11 +111,7 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``tokenizer.json`` atomically (a crash never leaves a half-written file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(self.backend.to_str(pretty=True), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, self.backend.to_str(pretty=True))
 
 
 def read_backend(path: str | os.PathLike) -> _Backend:

@@ -120,6 +120,25 @@ def test_sigkill_during_checkpoint_write_leaves_last_intact(tmp_path):
     assert not list(tmp_path.glob(".last.ckpt.tmp-*"))
 
 
+def test_every_file_gptkit_replaces_is_written_all_at_once(tmp_path, monkeypatch):
+    """Run configs, results, predictions, tokenizers and exports go through one atomic writer: a write
+    that fails half-way leaves the previous file whole and no temporary file behind."""
+    import gptkit.outputs
+    from gptkit.outputs import atomic_file, atomic_write_text
+
+    path = tmp_path / "sub" / "results.json"
+    atomic_write_text(path, "old\n")
+    assert path.read_text() == "old\n" and not list(path.parent.glob(".*"))
+    with pytest.raises(RuntimeError), atomic_file(path) as fh:
+        fh.write(b"half of the new")
+        raise RuntimeError("killed mid-write")
+    assert path.read_text() == "old\n" and not list(path.parent.glob(".*"))
+    renames = []
+    monkeypatch.setattr(gptkit.outputs.os, "replace", lambda a, b: renames.append((Path(a).name, Path(b).name)))
+    atomic_write_text(path, "new\n")
+    assert renames == [(f".results.json.tmp-{os.getpid()}", "results.json")]
+
+
 def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
     last = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()

@@ -33,6 +33,7 @@ from gptkit.checkpoint import load_backbone
 from gptkit.errors import CheckpointError, GptkitError
 from gptkit.model import GPTConfig
 from gptkit.openai_gpt.text import read_vocab
+from gptkit.outputs import atomic_write_bytes, atomic_write_text
 from gptkit.tokenizer import SPECIAL_TOKENS
 
 HUB_REPO = "openai-community/openai-gpt"
@@ -415,13 +416,13 @@ def write_hf(
     out_dir: str | os.PathLike,
 ) -> Path:
     """Write backbone weights (gptkit names) as a transformers ``OpenAIGPTLMHeadModel`` folder."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     hf_cfg = hf_config(config)  # before writing anything: it rejects models transformers cannot hold
-    save_file(to_hf_state(state), str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+    atomic_write_bytes(out / "model.safetensors", save(to_hf_state(state), metadata={"format": "pt"}))
+    atomic_write_text(out / "config.json", json.dumps(hf_cfg, indent=2) + "\n")
     if tok_path is not None:
         _export_tokenizer(Path(tok_path), out)
     return out
@@ -433,18 +434,18 @@ def _export_tokenizer(tok_path: Path, out: Path) -> None:
     from gptkit.openai_gpt.tokenizer import vocab_from_backend
 
     backend = _Backend.from_file(str(tok_path))
-    (out / "tokenizer.json").write_text(backend.to_str(pretty=True))
+    atomic_write_text(out / "tokenizer.json", backend.to_str(pretty=True))
     # AutoTokenizer then loads tokenizer.json as it is; for model_type openai-gpt it would otherwise
     # rebuild transformers' own openai-gpt pipeline from vocab.json/merges.txt, which treats
     # accented characters differently
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "<unk>",
               "additional_special_tokens": list(SPECIAL_TOKENS)}
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    atomic_write_text(out / "tokenizer_config.json", json.dumps(config, indent=2))
     try:
         encoder, merges = vocab_from_backend(backend)
     except GptkitError:
         return  # not a </w> BPE model: tokenizer.json alone
-    (out / "vocab.json").write_text(json.dumps(encoder, ensure_ascii=False))
-    (out / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    atomic_write_text(out / "vocab.json", json.dumps(encoder, ensure_ascii=False))
+    atomic_write_text(out / "merges.txt", "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     special = {"unk_token": "<unk>", "additional_special_tokens": list(SPECIAL_TOKENS)}
-    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    atomic_write_text(out / "special_tokens_map.json", json.dumps(special, indent=2))

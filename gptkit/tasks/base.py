@@ -42,6 +42,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from gptkit.errors import ConfigError, DataError
+from gptkit.outputs import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -542,12 +543,8 @@ class TaskSpec:
                 f"file needs one unique index per test row: fix the test file's index (id) column and rerun "
                 f"`gptkit predict` ({path} was not written)"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
         rows = sorted(zip(index, preds), key=lambda r: r[0])
-        with open(path, "w", encoding="utf-8", newline="\n") as f:
-            f.write("index\tprediction\n")
-            for i, p in rows:
-                f.write(f"{i}\t{self.format_prediction(p)}\n")
+        atomic_write_text(path, "index\tprediction\n" + "".join(f"{i}\t{self.format_prediction(p)}\n" for i, p in rows))
         if stats is not None and stats.skipped:  # (rows a dataset leaves out by its own rule are not missing)
             log.warning(
                 "%s is INCOMPLETE: %d predictions for the %d rows of %s (%d malformed rows skipped with "

@@ -21,6 +21,7 @@ from torchmetrics.classification import BinaryF1Score, BinaryMatthewsCorrCoef, M
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from gptkit.errors import DataError
+from gptkit.outputs import atomic_write_text
 from gptkit.tasks.base import (
     Example,
     RowReader,
@@ -470,5 +471,5 @@ def glue_report(run_dirs: list[Path], out_dir: Path | None = None) -> tuple[Glue
         refuse_foreign_files(Path(out_dir).expanduser(), "--out", {*sources, "glue_score.txt"},
                              "left from an earlier submission? a submission holds only these runs' predictions")
         copy_predictions(sources, Path(out_dir).expanduser())
-        (Path(out_dir).expanduser() / "glue_score.txt").write_text(score.table() + "\n")
+        atomic_write_text(Path(out_dir).expanduser() / "glue_score.txt", score.table() + "\n")
     return score, notes
