@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from gptkit.config import check_pretrain_monitor, monitor_mode, to_yaml
 from gptkit.console import log, quiet_libraries
 from gptkit.errors import CheckpointError, ConfigError, DataError
+from gptkit.outputs import atomic_write_text
 from gptkit.reliability import RunFolder
 from gptkit.tokenizer import SPECIAL_TOKENS, Tokenizer
 
@@ -57,19 +60,31 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         if ckpt == "last":
             path = folder / "last.ckpt"
         else:
-            best = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
-            if not best:
+            path = best_checkpoint(folder, cfg.checkpoint.monitor, cfg.checkpoint.mode)
+            if path is None:
                 raise CheckpointError(
                     f"ckpt_path=best: run '{cfg.run.name}' has no best checkpoint in {folder} (one is saved at each "
                     "validation that improves checkpoint.monitor); use ckpt_path=last, or check run.name / run.dir"
                 )
-            path = best[-1]
         if not path.is_file():
             raise CheckpointError(f"ckpt_path={ckpt}: {path} does not exist (has run '{cfg.run.name}' saved one?)")
         return str(path)
     if ckpt is not None and not Path(ckpt).expanduser().is_file():
         raise CheckpointError(f"ckpt_path {ckpt} does not exist; give the path of a .ckpt file, or last / best")
     return str(Path(ckpt).expanduser()) if ckpt else None
+
+
+def best_checkpoint(folder: Path, monitor: str, mode: str | None) -> Path | None:
+    """The run's best checkpoint: of the ``best-step…-<monitor><score>.ckpt`` files (``checkpoint.save_top_k``
+    may keep several), the best score of ``monitor``, the newest among equals; when none carries that
+    monitor's score (the monitor was changed), the newest."""
+    files = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    tag = re.escape(monitor.replace("/", "_"))
+    score = re.compile(rf"-{tag}(-?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|nan|inf))(?:-v\d+)?\.ckpt$")
+    scored = [(float(m.group(1)), i, p) for i, p in enumerate(files) if (m := score.search(p.name))]
+    sign = 1 if (mode or monitor_mode(monitor)) == "max" else -1
+    ranked = [(-math.inf if math.isnan(s) else sign * s, i, p) for s, i, p in scored]
+    return max(ranked)[2] if ranked else (files[-1] if files else None)
 
 
 def checkpoint_record(path: str | os.PathLike) -> dict:
@@ -138,9 +153,9 @@ def build_tokenizer(cfg: DictConfig, sources: list | None, ckpt_path: str | None
     else:
         # Evaluating, and a fine-tuning run, take the checkpoint's tokenizer (also for ckpt_path=last/best).
         # A pretraining fit that resumes its own run derives its tokenizer from the corpus again, and
-        # check_resume compares it with the checkpoint's: a changed corpus or tokenizer.* is refused.
-        named = sources is None or verb != "fit" or cfg.ckpt_path not in ("last", "best", "auto")
-        for ckpt in (ckpt_path if named else None, cfg.init.checkpoint):
+        # check_same_tokenizer compares it with the checkpoint's: a changed corpus or tokenizer.* is refused.
+        use_ckpt_tokenizer = sources is None or verb != "fit" or cfg.ckpt_path not in ("last", "best", "auto")
+        for ckpt in (ckpt_path if use_ckpt_tokenizer else None, cfg.init.checkpoint):
             if ckpt and Path(ckpt).expanduser().exists():
                 info = checkpoint_tokenizer(ckpt)
                 if info:
@@ -329,7 +344,7 @@ def check_checkpoint_task(ckpt_path: str, task: str | None) -> None:
     raise CheckpointError(f"checkpoint {ckpt_path} is from {what(theirs)} but the recipe is for {what(task)}; {fix}")
 
 
-def check_resume(ckpt_path: str, tokenizer_record: dict) -> None:
+def check_same_tokenizer(ckpt_path: str, tokenizer_record: dict) -> None:
     """Refuse to resume or evaluate a checkpoint with a tokenizer other than the one it was trained with."""
     from gptkit.checkpoint import ckpt_hparams
 
@@ -440,8 +455,10 @@ def build_trainer(cfg: DictConfig, rdir: Path, extra_callbacks: list[pl.Callback
             enable_model_summary=False,
         )
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
+        # Lightning reports a bad setting with any of these; a device that fails to start, too
         detail = " ".join(str(exc).split())
-        raise ConfigError(f"the trainer.* settings are not accepted by Lightning: {detail}") from None
+        raise ConfigError(f"Lightning could not set up the trainer with these trainer.* settings (accelerator, "
+                          f"devices, strategy, precision, ...): {detail}") from None
 
 
 # -- the whole build --------------------------------------------------------------------------------
@@ -485,7 +502,7 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
     record = {"kind": kind, "exact": kind == "openai-gpt", "path": str((rdir / "tokenizer.json").resolve()),
               "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
     if ckpt_path:
-        check_resume(ckpt_path, record)
+        check_same_tokenizer(ckpt_path, record)
 
     datamodule = build_datamodule(cfg, tokenizer, sources)
     module = build_module(cfg, tokenizer, record)
@@ -504,17 +521,14 @@ def check_task_config(cfg: DictConfig, task) -> None:
     if cfg.data.files:  # (data.corpus may be left over from a pretraining recipe: harmless)
         raise ConfigError(f"data.files is read by pretraining only (data.name=pretrain); task {task.name} reads its "
                           f"files from data.root ({cfg.data.root}): drop data.files")
-    if cfg.checkpoint.monitor.startswith("val/") and cfg.checkpoint.monitor != "val/loss":
-        names = {"loss"}
-        for split in task.val_splits:
-            names |= {f"{k}{task.metric_suffix(split)}" for k in task.metrics().keys()}
-            names |= {f"{k}_{g}{task.metric_suffix(split)}" for k in task.metrics().keys() for g in task.groups}
-        metric = cfg.checkpoint.monitor[len("val/"):]
-        if metric not in names:
-            raise ConfigError(
-                f"checkpoint.monitor={cfg.checkpoint.monitor} is not a validation metric of task {task.name}; "
-                f"choose one of {', '.join('val/' + n for n in sorted(names))}"
-            )
+    names = {"loss"}
+    for split in task.val_splits:
+        names |= {f"{k}{task.metric_suffix(split)}" for k in task.metrics().keys()}
+        names |= {f"{k}_{g}{task.metric_suffix(split)}" for k in task.metrics().keys() for g in task.groups}
+    logged = [f"val/{n}" for n in sorted(names)] + ["train/loss", "train/task_loss"]
+    if cfg.checkpoint.monitor not in logged:
+        raise ConfigError(f"checkpoint.monitor={cfg.checkpoint.monitor} is not a metric that task {task.name} logs; "
+                          f"choose one of {', '.join(logged)}")
 
 
 def guard_run_dir(cfg: DictConfig, rdir: Path) -> bool:
@@ -535,13 +549,13 @@ def guard_run_dir(cfg: DictConfig, rdir: Path) -> bool:
 
 
 def run(verb: str, cfg: DictConfig) -> dict[str, float]:
-    """Build and run ``fit``, ``validate``, ``test`` or ``predict``; returns the final logged metrics.
+    """Build and run ``fit``, ``validate`` or ``test``; returns the final logged metrics.
 
     ``validate`` and ``test`` also write them to ``<run dir>/results/<verb>.json`` (``gptkit glue``
-    reads them); ``predict`` writes the task's prediction files to ``<run dir>/predictions/``.
+    reads them). ``predict`` is :func:`predict`, which returns the prediction files it writes.
     """
-    if verb == "predict":
-        return {str(p): float("nan") for p in predict(cfg)}
+    if verb not in ("fit", "validate", "test"):
+        raise ValueError(f"run() runs fit, validate or test, not {verb!r} (predict: builder.predict)")
     if verb == "test" and cfg.data.name == "pretrain":
         raise ConfigError("`gptkit test` needs a fine-tuning recipe: pretraining holds out only a validation split "
                           "(data.val_fraction), which `gptkit validate` scores")
@@ -592,8 +606,7 @@ def write_results(rdir: Path, verb: str, metrics: dict[str, float]) -> Path:
     from gptkit.tasks.glue import RESULTS_DIR
 
     path = rdir / RESULTS_DIR / f"{verb}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -22,13 +22,24 @@ def _batch_tokens(batch) -> int:
     return batch.size(0) * (batch.size(1) - 1)  # pretraining blocks hold n_ctx inputs + 1 target
 
 
-# Dense peaks of Hopper chips (datasheet). Lightning's table lists the 2:4-sparse figures for them and
-# does not recognise a plain "NVIDIA H200", so MFU against it would be halved or missing.
-_HOPPER_DENSE = {torch.bfloat16: 989.4e12, torch.float16: 989.4e12, "tfloat32": 494.7e12, torch.float32: 66.9e12}
+# Dense peaks of Hopper chips (datasheets), by the device name's words, first match: the PCIe and NVL
+# boards are clocked lower than the SXM ones ("NVIDIA H100 80GB HBM3", "NVIDIA H200"). Lightning's table
+# lists the 2:4-sparse figures for Hopper and does not recognise a plain "NVIDIA H200", so MFU against
+# it would be halved or missing.
+_HOPPER_DENSE = (
+    (("h100", "pcie"), {torch.bfloat16: 756.0e12, torch.float16: 756.0e12, "tfloat32": 378.0e12, torch.float32: 51.2e12}),
+    (("nvl",), {torch.bfloat16: 835.5e12, torch.float16: 835.5e12, "tfloat32": 417.5e12, torch.float32: 60.0e12}),
+    ((), {torch.bfloat16: 989.4e12, torch.float16: 989.4e12, "tfloat32": 494.7e12, torch.float32: 66.9e12}),
+)
 
 
 def _hopper(device: torch.device) -> bool:
     return device.type == "cuda" and any(chip in torch.cuda.get_device_name(device).lower() for chip in ("h100", "h200"))
+
+
+def _hopper_dense(device: torch.device) -> dict:
+    name = torch.cuda.get_device_name(device).lower()
+    return next(peaks for words, peaks in _HOPPER_DENSE if all(w in name for w in words))
 
 
 def peak_flops(device: torch.device, dtype) -> float | None:
@@ -38,7 +49,7 @@ def peak_flops(device: torch.device, dtype) -> float | None:
     if _hopper(device):
         if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
             dtype = "tfloat32"
-        return _HOPPER_DENSE.get(dtype)
+        return _hopper_dense(device).get(dtype)
     return get_available_flops(device, dtype)
 
 
@@ -124,6 +135,11 @@ class PlainProgress(pl.Callback):
     def __init__(self, every: int = 50, stream=None) -> None:
         self.every = max(1, every)
         self.stream = stream or sys.stderr
+        self._t0 = time.perf_counter()  # reset when training starts: "elapsed" is training time
+        self._seen_first = False
+        self._last: int | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
 
     def _write(self, trainer: pl.Trainer, text: str) -> None:
@@ -139,14 +155,14 @@ class PlainProgress(pl.Callback):
         return "  ".join(parts)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not getattr(self, "_seen_first", False):  # the throughput monitor logs it on the first batch
+        if not self._seen_first:  # the throughput monitor logs it on the first batch
             self._seen_first = True
             first = trainer.logged_metrics.get("train/first_update_s")
             if first is not None:
                 what = "torch.compile and warm-up" if getattr(pl_module, "_compiled", False) else "warm-up"
                 self._write(trainer, f"first update: {float(first):.1f}s ({what}; tokens/s leaves it out)")
         step = trainer.global_step
-        if step % self.every or getattr(self, "_last", None) == step:
+        if step % self.every or self._last == step:
             return
         self._last = step
         total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches

@@ -154,13 +154,14 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from gptkit.builder import run
+    from gptkit.builder import predict, run
 
-    metrics = run(args.verb, cfg)
     if args.verb == "predict":
-        for path in metrics:
+        for path in predict(cfg):
             print(path)
-    elif args.verb != "fit":
+        return 0
+    metrics = run(args.verb, cfg)
+    if args.verb != "fit":
         for key, value in sorted(metrics.items()):
             print(f"{key}\t{value:.6g}")
     return 0
@@ -266,9 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:  # the file system refused: a file where a folder belongs, no permission, a name too long
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot use{where}: {exc.strerror or exc}; check the paths in the command and the recipe "
+    except OSError as exc:
+        if exc.filename is None:  # not a path: a connection, a device, a library
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        # the file system refused: a file where a folder belongs, no permission, a name too long
+        print(f"error: cannot use {exc.filename}: {exc.strerror or exc}; check the paths in the command and the recipe "
               "(run.dir, run.data_dir, data.*, ckpt_path) and their permissions", file=sys.stderr)
         return 2
 

@@ -322,8 +322,8 @@ def _check_values(cfg: DictConfig) -> None:
 def monitor_mode(monitor: str) -> str:
     """Which way a logged metric improves: ``min`` for a loss or perplexity, ``max`` for the task metrics
     (accuracy, F1, MCC, correlations)."""
-    name = monitor.rsplit("/", 1)[-1]
-    return "min" if name.split("_")[0] in ("loss", "ppl") else "max"
+    words = monitor.rsplit("/", 1)[-1].split("_")  # val/loss, train/task_loss, val/acc_matched, ...
+    return "min" if {"loss", "ppl"} & set(words) else "max"
 
 
 def check_pretrain_monitor(cfg: DictConfig) -> None:

@@ -84,7 +84,9 @@ def test_rich_progress_shows_the_training_loss_without_prog_bar(tmp_path):
     assert isinstance(bar.get_metrics(trainer, module)["train/loss"], float)
 
 
-@pytest.mark.parametrize("name,peak", [("NVIDIA H200", 989.4e12), ("NVIDIA H100 80GB HBM3", 989.4e12)])
+@pytest.mark.parametrize("name,peak", [("NVIDIA H200", 989.4e12), ("NVIDIA H100 80GB HBM3", 989.4e12),
+                                       ("NVIDIA H100 PCIe", 756.0e12), ("NVIDIA H100 NVL", 835.5e12),
+                                       ("NVIDIA H200 NVL", 835.5e12)])
 def test_hopper_peak_is_the_dense_one_and_lightning_does_not_warn(monkeypatch, name, peak):
     """Lightning's table holds no dense Hopper peak (none at all for a plain "NVIDIA H200") and warns
     so; gptkit uses the datasheet's and keeps that misleading warning out of the run's output."""

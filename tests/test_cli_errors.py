@@ -254,3 +254,16 @@ def test_a_file_where_a_folder_belongs_is_one_message(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err
     [line] = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert f"cannot use {tmp_path / 'afile'}" in line and "Not a directory" in line
+
+
+def test_an_os_error_without_a_path_is_not_blamed_on_the_paths(monkeypatch, capsys):
+    """A refused connection (an OSError with no file name) is named as what it is, without advice about paths."""
+    import gptkit.builder
+
+    def refused(verb, cfg):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(gptkit.builder, "run", refused)
+    code = main(["fit", str(REPO / "recipes" / "quickstart" / "pretrain.yaml")])
+    err = capsys.readouterr().err
+    assert code == 1 and err == "error: ConnectionRefusedError: [Errno 111] Connection refused\n"

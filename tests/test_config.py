@@ -117,6 +117,7 @@ def test_pretraining_monitors(monitor):
     ("mnli.yaml", [], "max"),  # val/acc_matched
     ("stsb.yaml", [], "max"),  # val/pearson
     ("sst2.yaml", ["checkpoint.monitor=val/loss"], "min"),  # the base recipe's task monitor, replaced
+    ("sst2.yaml", ["checkpoint.monitor=train/task_loss"], "min"),
 ])
 def test_best_checkpoints_follow_the_monitor(tmp_path, recipe, overrides, expected):
     from gptkit.builder import build_callbacks
@@ -206,10 +207,44 @@ def test_ckpt_path_best_names_what_is_missing(tmp_path):
     for i, name in enumerate(("best-step4-val_loss3.1000.ckpt", "best-step8-val_loss2.9000.ckpt")):
         (tmp_path / "r" / "checkpoints" / name).write_bytes(b"")
         os.utime(tmp_path / "r" / "checkpoints" / name, (1e9 + i, 1e9 + i))
-    assert resolve_ckpt_path(cfg).endswith("best-step8-val_loss2.9000.ckpt")  # the newest
+    assert resolve_ckpt_path(cfg).endswith("best-step8-val_loss2.9000.ckpt")
+
+
+@pytest.mark.parametrize(("monitor", "names", "best"), [
+    # save_top_k > 1 keeps several: the best score wins, not the newest file
+    ("val/loss", ["best-step100-val_loss1.2000.ckpt", "best-step200-val_loss1.9000.ckpt"], "best-step100"),
+    # equal scores (and Lightning's -v1 for a repeated name): the newest
+    ("val/loss", ["best-step1-val_loss1.2000.ckpt", "best-step1-val_loss1.2000-v1.ckpt"], "val_loss1.2000-v1"),
+    ("val/pearson", ["best-step1-val_pearson0.3000.ckpt", "best-step2-val_pearson-0.5000.ckpt"], "best-step1"),
+    ("val/pearson", ["best-step1-val_pearson-0.7000.ckpt", "best-step2-val_pearson-0.5000.ckpt"], "best-step2"),
+    ("val/loss", ["best-step1-val_loss2.0000.ckpt", "best-step2-val_lossnan.ckpt"], "best-step1"),
+    # the monitor was changed: no file carries its score, so the newest
+    ("val/acc", ["best-step1-val_loss1.0000.ckpt", "best-step2-val_loss3.0000.ckpt"], "best-step2"),
+])
+def test_ckpt_path_best_is_the_best_score(tmp_path, monitor, names, best):
+    from gptkit.builder import resolve_ckpt_path
+
+    folder = tmp_path / "r" / "checkpoints"
+    folder.mkdir(parents=True)
+    for i, name in enumerate(names):
+        (folder / name).write_bytes(b"")
+        os.utime(folder / name, (1e9 + i, 1e9 + i))
+    cfg = load_config(None, [f"run.dir={tmp_path}", "run.name=r", "ckpt_path=best", f"checkpoint.monitor={monitor}"])
+    assert best in Path(resolve_ckpt_path(cfg)).name
 
 
 def test_a_single_data_file_needs_no_brackets(tmp_path):
     assert list(load_config(None, ["data.files=my.txt"]).data.files) == ["my.txt"]
     (tmp_path / "r.yaml").write_text("data:\n  files: corpus/*.txt\n")
     assert list(load_config(tmp_path / "r.yaml").data.files) == ["corpus/*.txt"]
+
+
+@pytest.mark.parametrize("monitor", ["acc", "train/acc", "val/mcc"])
+def test_a_task_refuses_a_monitor_it_never_logs(monitor):
+    from gptkit.builder import check_task_config
+    from gptkit.tasks import get_task
+
+    cfg = load_config(Path(__file__).parent.parent / "recipes" / "sst2.yaml", [f"checkpoint.monitor={monitor}"])
+    with pytest.raises(ConfigError, match=rf"checkpoint.monitor={monitor} is not a metric that task sst2 logs; "
+                                          r"choose one of val/acc, val/loss, train/loss, train/task_loss"):
+        check_task_config(cfg, get_task("sst2"))

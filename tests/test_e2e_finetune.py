@@ -69,4 +69,4 @@ def test_bad_task_data_is_one_clear_error(tmp_path):
     assert "missing GLUE SST-2 train file" in out.stderr
     out = run_cli("fit", str(REPO / "recipes" / "mrpc.yaml"), f"data.root={GLUE}", "tokenizer.path=tok.json",
                   "checkpoint.monitor=val/mcc", *TINY_FT, cwd=tmp_path)
-    assert out.returncode == 2 and "not a validation metric of task mrpc" in out.stderr
+    assert out.returncode == 2 and "checkpoint.monitor=val/mcc is not a metric that task mrpc logs; choose one of val/acc, val/f1, val/loss, train/loss, train/task_loss" in out.stderr

@@ -58,9 +58,9 @@ CASES = [
     ("override-unknown", {}, None, ["optim.learning_rate=1"], "unknown key 'optim.learning_rate'"),
     ("override-nonfinite", {}, None, ["objective.nonfinite=ignore"], "choose one of stop, skip"),
     ("trainer-bad-devices", *corpus("a.txt", TEXT), "should be an int > 0"),
-    ("trainer-bad-precision", *corpus("a.txt", TEXT), "trainer.* settings are not accepted"),
-    ("trainer-bad-strategy", *corpus("a.txt", TEXT), "trainer.* settings are not accepted"),
-    ("trainer-negative-steps", *corpus("a.txt", TEXT), "not accepted by Lightning: `max_steps` must be a non-negative"),
+    ("trainer-bad-precision", *corpus("a.txt", TEXT), "could not set up the trainer with these trainer.* settings"),
+    ("trainer-bad-strategy", *corpus("a.txt", TEXT), "could not set up the trainer with these trainer.* settings"),
+    ("trainer-negative-steps", *corpus("a.txt", TEXT), "trainer.* settings (accelerator, devices, strategy, precision, ...): `max_steps` must be a non-negative"),
     ("init-missing", *corpus("a.txt", TEXT), "init.checkpoint nope/last.ckpt does not exist; give a gptkit .ckpt"),
     # -- corpora
     ("corpus-binary", *corpus("g.txt", GARBAGE), "g.txt:1: not UTF-8 text (byte 0"),

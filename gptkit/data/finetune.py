@@ -173,10 +173,6 @@ class FinetuneDataModule(pl.LightningDataModule):
         return self.splits[split]
 
     @property
-    def val_split_names(self) -> tuple[str, ...]:
-        return self.task.val_splits
-
-    @property
     def test_split_names(self) -> tuple[str, ...]:
         """The splits ``gptkit test`` scores: the test set(s) if labelled, else the dev set(s)."""
         tests = [self._load(s) for s in self.task.test_splits]
