@@ -9,6 +9,7 @@ the only difference.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from gptkit.config import ObjectiveConfig
 from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
 from gptkit.optim import choose_fused, make_optimizer, schedule_factor
@@ -73,7 +75,7 @@ class GPTModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.backbone = GPT(GPTConfig(**model))
-        self.objective = {"lm_coef": 0.5, "nonfinite": "stop", "chunked_lm_loss": True, **(objective or {})}
+        self.objective = {**asdict(ObjectiveConfig()), **(objective or {})}  # the recipe's defaults
         self.lm_chunk: int | None = None  # rows per chunk of the fused LM loss; set in setup()
         self.task = None
         self.head: nn.Module | None = None
