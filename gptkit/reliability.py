@@ -175,10 +175,31 @@ class BestCheckpoint(ModelCheckpoint):
                     "every_n_epochs": 0 if every else 1, "train_time_interval": None}
         return f"ModelCheckpoint{settings!r}"
 
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        # The monitor was checked against what the run logs before training (config and builder), so it
+        # is missing only before the first validation: nothing to rank yet. (Lightning would warn and
+        # ask whether the module logs it.)
+        if self.monitor is not None and self.monitor not in monitor_candidates:
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.save_top_k and not self.best_model_path and not trainer.interrupted:
+            log(f"training ended before its first validation, so no best checkpoint ({self.monitor}) was kept; "
+                "last.ckpt holds the final update (validation runs every trainer.val_check_interval updates, "
+                "or at the end of each epoch)")
+
 
 class LastCheckpoint(ModelCheckpoint):
     """``last.ckpt``: periodically (its ``every_n_train_steps``, or at validation) and when training
     ends, so that after a finished ``gptkit fit`` it always holds the final update."""
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning 2.6 writes last.ckpt at validation only when this callback also saved a top-k
+        # checkpoint there, and this one keeps none (save_top_k=0): without every_n_train_steps,
+        # last.ckpt would then wait for the end of training.
+        if self._every_n_train_steps < 1 and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._should_skip_saving_checkpoint(trainer):  # not already saved at this update

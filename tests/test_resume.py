@@ -80,14 +80,16 @@ def baseline(corpus, tmp_path_factory):
     return record
 
 
-@pytest.mark.parametrize("how, stop_at, resumed_from", [
-    ("sigterm", 13, 13),  # graceful: last.ckpt written at the stop, mid-epoch
-    ("sigint", 24, 24),   # Ctrl-C, likewise
-    ("crash", 19, 16),    # the process dies: resume from the periodic checkpoint of update 16
+@pytest.mark.parametrize("how, stop_at, resumed_from, extra", [
+    ("sigterm", 13, 13, []),  # graceful: last.ckpt written at the stop, mid-epoch
+    ("sigint", 24, 24, []),   # Ctrl-C, likewise
+    ("crash", 19, 16, []),    # the process dies: resume from the periodic checkpoint of update 16
+    # no periodic checkpoints: last.ckpt is written at each validation (every 5 updates)
+    ("crash", 13, 10, ["checkpoint.every_n_train_steps=null"]),
 ])
-def test_resumed_run_matches_uninterrupted_run(corpus, baseline, how, stop_at, resumed_from):
+def test_resumed_run_matches_uninterrupted_run(corpus, baseline, how, stop_at, resumed_from, extra):
     root, path = corpus
-    args = tiny_args(path, root, f"stop-{how}")
+    args = tiny_args(path, root, f"stop-{how}-{stop_at}", *extra)
     first = Record(stop_at, how)
     if how == "crash":
         with pytest.raises(RuntimeError, match="simulated"):
@@ -95,7 +97,7 @@ def test_resumed_run_matches_uninterrupted_run(corpus, baseline, how, stop_at, r
     else:
         with pytest.raises(Preempted, match=f"after update {stop_at}; saved .*last.ckpt; resume with ckpt_path=last"):
             fit(args, first)
-    ckpt = root / "runs" / f"stop-{how}" / "checkpoints" / "last.ckpt"
+    ckpt = root / "runs" / f"stop-{how}-{stop_at}" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == resumed_from
 
     second = Record()
