@@ -358,6 +358,27 @@ def check_same_tokenizer(ckpt_path: str, tokenizer_record: dict) -> None:
         )
 
 
+# Restored with the optimizer and its schedule when a fit resumes, so a new value would not take effect.
+RESUMED_OPTIM = ("lr", "weight_decay", "betas", "eps", "schedule", "warmup_steps", "warmup_ratio")
+
+
+def check_resumed_optim(ckpt_path: str, cfg: DictConfig) -> None:
+    """Refuse to resume a fit with optimizer settings other than the checkpoint's: Lightning restores its
+    optimizer and learning-rate schedule, so the recipe's would be silently ignored (and recorded)."""
+    from gptkit.checkpoint import ckpt_hparams
+
+    theirs = ckpt_hparams(ckpt_path).get("optim") or {}
+    mine = OmegaConf.to_container(cfg.optim)
+    changed = [k for k in RESUMED_OPTIM if k in theirs and theirs[k] != mine[k]]
+    if changed:
+        raise ConfigError(
+            f"checkpoint {ckpt_path} resumes its optimizer and learning-rate schedule as they were saved, so "
+            + ", ".join(f"optim.{k}={mine[k]}" for k in changed) + " would not take effect (the checkpoint has "
+            + ", ".join(f"optim.{k}={theirs[k]}" for k in changed) + "); drop those overrides to resume, or "
+            f"start a new run from its weights with run.name=NEW init.checkpoint={ckpt_path}"
+        )
+
+
 # -- trainer ----------------------------------------------------------------------------------------
 def default_precision(cfg: DictConfig) -> str:
     """``bf16-mixed`` on GPUs with bf16 tensor cores (compute capability 8.0+, or unknown), ``16-mixed``
@@ -434,7 +455,9 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
     return callbacks, progress == "rich"
 
 
-def build_trainer(cfg: DictConfig, rdir: Path, extra_callbacks: list[pl.Callback] = ()) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, rdir: Path, extra_callbacks: list[pl.Callback] = (), verb: str = "fit") -> pl.Trainer:
+    """The Trainer; only ``fit`` logs to TensorBoard (an evaluation's metrics go to ``results/`` and stdout,
+    not into a new one-point TensorBoard version of the run)."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -448,7 +471,7 @@ def build_trainer(cfg: DictConfig, rdir: Path, extra_callbacks: list[pl.Callback
         return pl.Trainer(
             **kwargs,
             default_root_dir=str(rdir),
-            logger=TensorBoardLogger(save_dir=str(rdir), name="tensorboard"),
+            logger=TensorBoardLogger(save_dir=str(rdir), name="tensorboard") if verb == "fit" else False,
             callbacks=[*callbacks, *extra_callbacks],
             plugins=[AtomicCheckpointIO()],  # temp file + fsync + rename; weights_only loading
             enable_progress_bar=bar,
@@ -503,6 +526,8 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
               "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
     if ckpt_path:
         check_same_tokenizer(ckpt_path, record)
+        if verb == "fit":
+            check_resumed_optim(ckpt_path, cfg)
 
     datamodule = build_datamodule(cfg, tokenizer, sources)
     module = build_module(cfg, tokenizer, record)
@@ -512,7 +537,7 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
 
     earlier = ("checkpoints", RESULTS_DIR, PREDICTIONS_DIR) if replace else ()
     extra = [RunFolder(rdir, tokenizer, to_yaml(cfg), replace=earlier)] if verb == "fit" else []
-    trainer = build_trainer(cfg, rdir, extra)
+    trainer = build_trainer(cfg, rdir, extra, verb)
     return Components(cfg, rdir, tokenizer, datamodule, module, trainer)
 
 

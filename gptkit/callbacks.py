@@ -178,8 +178,8 @@ class PlainProgress(pl.Callback):
         self._write(trainer, f"step {step}/{int(total)}  {line}  lr {lr:.3g}  elapsed {elapsed:.0f}s")
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return  # (gptkit validate prints its metrics itself)
         line = self._fmt(trainer.callback_metrics, ("val/",))
         self._write(trainer, f"validation at step {trainer.global_step}: {line}")
 

@@ -18,6 +18,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from gptkit.config import ObjectiveConfig
+from gptkit.console import log
 from gptkit.errors import GptkitError
 from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
 from gptkit.optim import choose_fused, make_optimizer, schedule_factor
@@ -296,6 +297,19 @@ class GPTModule(pl.LightningModule):
             optimizer, lambda step: schedule_factor(step, schedule, warmup, total)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        """Say so when a resumed run's schedule changed under it (``trainer.max_steps`` changed): the
+        learning rate then jumps from where the checkpoint's schedule had it."""
+        scheduler = self.lr_schedulers()
+        if not self.trainer.ckpt_path or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        step = scheduler.last_epoch
+        saved = self.trainer.optimizers[0].param_groups[0]["lr"]  # restored with the optimizer
+        now = scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step)
+        if not math.isclose(saved, now, rel_tol=1e-3, abs_tol=1e-12):
+            log(f"resuming at update {step}: the learning-rate schedule now spans another number of updates "
+                f"(trainer.max_steps or max_epochs changed), so the rate goes from {saved:.3g} to {now:.3g}")
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip as Lightning does, also for fused AdamW under ``bf16-mixed``.

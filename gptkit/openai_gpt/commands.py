@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gptkit.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_backbone, save_pretrained
+from gptkit.checkpoint import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    ckpt_hparams,
+    load_backbone,
+    save_pretrained,
+)
 from gptkit.errors import CheckpointError, GptkitError
 from gptkit.openai_gpt.convert import (
     ImportedModel,
@@ -132,8 +139,10 @@ def run_export(ckpt: str, to: str, out_dir: str, overwrite: bool = False) -> Pat
     else:
         tok_json = Path(tok_path).read_text(encoding="utf-8") if tok_path else None
         out = save_pretrained(out, state, config, tok_json, {"source": str(ckpt)})
+    task = None if Path(ckpt).expanduser().is_dir() else ckpt_hparams(Path(ckpt).expanduser()).get("task")
     print(
         f"exported {ckpt} -> {out} ({'transformers OpenAIGPTLMHeadModel' if to == 'hf' else 'gptkit folder'}; "
         f"{config.n_layer} layers, width {config.n_embd}, vocabulary {config.vocab_size})"
+        + (f"; the backbone and its tied LM head only: the {task} task head is not exported" if task else "")
     )
     return out
