@@ -67,7 +67,9 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
                     "validation that improves checkpoint.monitor); use ckpt_path=last, or check run.name / run.dir"
                 )
         if not path.is_file():
-            raise CheckpointError(f"ckpt_path={ckpt}: {path} does not exist (has run '{cfg.run.name}' saved one?)")
+            best = best_checkpoint(folder, cfg.checkpoint.monitor, cfg.checkpoint.mode) if folder.is_dir() else None
+            hint = f"; it has {best.name}: use ckpt_path=best" if best else f" (has run '{cfg.run.name}' saved one?)"
+            raise CheckpointError(f"ckpt_path={ckpt}: {path} does not exist{hint}")
         return str(path)
     if ckpt is not None and not Path(ckpt).expanduser().is_file():
         raise CheckpointError(f"ckpt_path {ckpt} does not exist; give the path of a .ckpt file, or last / best")

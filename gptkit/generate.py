@@ -72,5 +72,5 @@ def generate(
     generator = torch.Generator().manual_seed(seed)
     idx = torch.tensor([ids] * num_samples, dtype=torch.long)
     out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k or None, generator=generator)
-    skip = {tokenizer.start_id}
+    skip = {tokenizer.start_id, tokenizer.delimiter_id, tokenizer.classify_id}  # GPT-1's special tokens: not text
     return [tokenizer.decode([i for i in row.tolist() if i not in skip]) for row in out]

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FIXTURES, NEWS, REPO
 
 from gptkit.cli import build_parser, main
@@ -95,6 +96,18 @@ def test_generate_library_checks_sampling_settings(tiny_model):
         with pytest.raises(ConfigError, match=message):
             generate(str(tiny_model), **kwargs)
     assert len(generate(str(tiny_model), max_new_tokens=2, temperature=0, top_k=0, num_samples=2)) == 2
+
+
+def test_generated_text_leaves_out_the_special_tokens(tiny_model, monkeypatch):
+    """A fine-tuned model may sample _delimiter_ or _classify_: they mark input structure, not text."""
+    from gptkit.generate import generate, load_for_generation
+    from gptkit.model import GPT
+
+    _, tok = load_for_generation(str(tiny_model))
+    word = tok.encode("the")
+    monkeypatch.setattr(GPT, "generate", lambda self, idx, n, **kw: torch.tensor(
+        [[tok.start_id, *word, tok.delimiter_id, *word, tok.classify_id]]))
+    assert generate(str(tiny_model), max_new_tokens=3) == [tok.decode([*word, *word])]
 
 
 # -- 2. a closed stdout ----------------------------------------------------------------------------

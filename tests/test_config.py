@@ -208,6 +208,10 @@ def test_ckpt_path_best_names_what_is_missing(tmp_path):
         (tmp_path / "r" / "checkpoints" / name).write_bytes(b"")
         os.utime(tmp_path / "r" / "checkpoints" / name, (1e9 + i, 1e9 + i))
     assert resolve_ckpt_path(cfg).endswith("best-step8-val_loss2.9000.ckpt")
+    last = load_config(None, [f"run.dir={tmp_path}", "run.name=r", "ckpt_path=last"])
+    with pytest.raises(CheckpointError, match=r"last.ckpt does not exist; it has best-step8-val_loss2.9000.ckpt: "
+                                              r"use ckpt_path=best"):
+        resolve_ckpt_path(last)
 
 
 @pytest.mark.parametrize(("monitor", "names", "best"), [
