@@ -22,7 +22,7 @@ import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gptkit.config import check_pretrain_monitor, monitor_mode, to_yaml
+from gptkit.config import check_mode, check_pretrain_monitor, monitor_mode, to_yaml
 from gptkit.console import log, quiet_libraries
 from gptkit.errors import CheckpointError, ConfigError, DataError
 from gptkit.outputs import atomic_write_text
@@ -60,14 +60,14 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         if ckpt == "last":
             path = folder / "last.ckpt"
         else:
-            path = best_checkpoint(folder, cfg.checkpoint.monitor, cfg.checkpoint.mode)
+            path = best_checkpoint(folder, cfg.checkpoint.monitor, checkpoint_mode(cfg))
             if path is None:
                 raise CheckpointError(
                     f"ckpt_path=best: run '{cfg.run.name}' has no best checkpoint in {folder} (one is saved at each "
                     "validation that improves checkpoint.monitor); use ckpt_path=last, or check run.name / run.dir"
                 )
         if not path.is_file():
-            best = best_checkpoint(folder, cfg.checkpoint.monitor, cfg.checkpoint.mode) if folder.is_dir() else None
+            best = best_checkpoint(folder, cfg.checkpoint.monitor, checkpoint_mode(cfg)) if folder.is_dir() else None
             hint = f"; it has {best.name}: use ckpt_path=best" if best else f" (has run '{cfg.run.name}' saved one?)"
             raise CheckpointError(f"ckpt_path={ckpt}: {path} does not exist{hint}")
         return str(path)
@@ -76,16 +76,40 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(Path(ckpt).expanduser()) if ckpt else None
 
 
-def best_checkpoint(folder: Path, monitor: str, mode: str | None) -> Path | None:
+def checkpoint_mode(cfg: DictConfig) -> str:
+    """``checkpoint.mode``; when null, the direction the monitor improves in: ``min`` for a loss or
+    perplexity, else the task metric's (torchmetrics' ``higher_is_better``), else ``max``. A mode that
+    would keep the worst checkpoints is refused."""
+    monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
+    best = monitor_mode(monitor)
+    if best is None and cfg.data.name != "pretrain":
+        from gptkit.tasks import get_task
+
+        best = task_metric_mode(get_task(cfg.data.name), monitor)
+    check_mode(monitor, mode, best)
+    return mode or best or "max"
+
+
+def task_metric_mode(task, monitor: str) -> str | None:
+    """``max`` or ``min`` for the task metric ``monitor`` names (``val/acc``, ``val/acc_matched``,
+    ``val/acc_high``...), as its torchmetrics ``higher_is_better`` says; None if it does not say."""
+    name = monitor.split("/", 1)[-1]
+    metrics = task.metrics()
+    key = name if name in metrics else next((k for k in metrics if name.startswith(k + "_")), None)
+    better = None if key is None else metrics[key].higher_is_better
+    return None if better is None else "max" if better else "min"
+
+
+def best_checkpoint(folder: Path, monitor: str, mode: str) -> Path | None:
     """The run's best checkpoint: of the ``best-step…-<monitor><score>.ckpt`` files (``checkpoint.save_top_k``
-    may keep several), the best score of ``monitor``, the newest among equals; when none carries that
-    monitor's score (the monitor was changed), the newest."""
+    may keep several), the best score of ``monitor``, the earliest among equals (as Lightning keeps it);
+    when none carries that monitor's score (the monitor was changed), the newest."""
     files = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
     tag = re.escape(monitor.replace("/", "_"))
     score = re.compile(rf"-{tag}(-?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|nan|inf))(?:-v\d+)?\.ckpt$")
     scored = [(float(m.group(1)), i, p) for i, p in enumerate(files) if (m := score.search(p.name))]
-    sign = 1 if (mode or monitor_mode(monitor)) == "max" else -1
-    ranked = [(-math.inf if math.isnan(s) else sign * s, i, p) for s, i, p in scored]
+    sign = 1 if mode == "max" else -1
+    ranked = [(-math.inf if math.isnan(s) else sign * s, -i, p) for s, i, p in scored]
     return max(ranked)[2] if ranked else (files[-1] if files else None)
 
 
@@ -168,8 +192,9 @@ def build_tokenizer(cfg: DictConfig, sources: list | None, ckpt_path: str | None
                 "or a `gptkit import` folder), so set init.checkpoint=...; from scratch, set "
                 "tokenizer.path=PATH/tokenizer.json or tokenizer.kind=openai-gpt"
             )
+        limit = t.train_max_bytes and f"{t.train_max_bytes} utf-8"  # (a new key: it counted characters before)
         ident = {"sources": [s.identity() for s in sources], "vocab_size": t.vocab_size,
-                 "lowercase": t.lowercase, "min_frequency": t.min_frequency, "max_bytes": t.train_max_bytes}
+                 "lowercase": t.lowercase, "min_frequency": t.min_frequency, "max_bytes": limit}
         key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
         path = Path(cfg.run.data_dir).expanduser() / "tokenizers" / key / "tokenizer.json"
         if path.is_file():
@@ -360,27 +385,6 @@ def check_same_tokenizer(ckpt_path: str, tokenizer_record: dict) -> None:
         )
 
 
-# Restored with the optimizer and its schedule when a fit resumes, so a new value would not take effect.
-RESUMED_OPTIM = ("lr", "weight_decay", "betas", "eps", "schedule", "warmup_steps", "warmup_ratio")
-
-
-def check_resumed_optim(ckpt_path: str, cfg: DictConfig) -> None:
-    """Refuse to resume a fit with optimizer settings other than the checkpoint's: Lightning restores its
-    optimizer and learning-rate schedule, so the recipe's would be silently ignored (and recorded)."""
-    from gptkit.checkpoint import ckpt_hparams
-
-    theirs = ckpt_hparams(ckpt_path).get("optim") or {}
-    mine = OmegaConf.to_container(cfg.optim)
-    changed = [k for k in RESUMED_OPTIM if k in theirs and theirs[k] != mine[k]]
-    if changed:
-        raise ConfigError(
-            f"checkpoint {ckpt_path} resumes its optimizer and learning-rate schedule as they were saved, so "
-            + ", ".join(f"optim.{k}={mine[k]}" for k in changed) + " would not take effect (the checkpoint has "
-            + ", ".join(f"optim.{k}={theirs[k]}" for k in changed) + "); drop those overrides to resume, or "
-            f"start a new run from its weights with run.name=NEW init.checkpoint={ckpt_path}"
-        )
-
-
 # -- trainer ----------------------------------------------------------------------------------------
 def default_precision(cfg: DictConfig) -> str:
     """``bf16-mixed`` on GPUs with bf16 tensor cores (compute capability 8.0+, or unknown), ``16-mixed``
@@ -433,7 +437,7 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
         # the best checkpoints, at validation (first: it is trainer.checkpoint_callback)
         BestCheckpoint(
             dirpath=rdir / "checkpoints", filename=f"best-step{{step}}-{monitor_name}{{{c.monitor}:.4f}}",
-            monitor=c.monitor, mode=c.mode or monitor_mode(c.monitor), save_top_k=c.save_top_k, auto_insert_metric_name=False,
+            monitor=c.monitor, mode=checkpoint_mode(cfg), save_top_k=c.save_top_k, auto_insert_metric_name=False,
             legacy_every_n_train_steps=c.every_n_train_steps,
         ),
         # last.ckpt every checkpoint.every_n_train_steps (null: at each validation) and at the end. Apart, because
@@ -528,8 +532,6 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
               "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
     if ckpt_path:
         check_same_tokenizer(ckpt_path, record)
-        if verb == "fit":
-            check_resumed_optim(ckpt_path, cfg)
 
     datamodule = build_datamodule(cfg, tokenizer, sources)
     module = build_module(cfg, tokenizer, record)
@@ -556,6 +558,7 @@ def check_task_config(cfg: DictConfig, task) -> None:
     if cfg.checkpoint.monitor not in logged:
         raise ConfigError(f"checkpoint.monitor={cfg.checkpoint.monitor} is not a metric that task {task.name} logs; "
                           f"choose one of {', '.join(logged)}")
+    checkpoint_mode(cfg)  # a mode that would keep the worst checkpoints
 
 
 def guard_run_dir(cfg: DictConfig, rdir: Path) -> bool:

@@ -124,7 +124,7 @@ class TrainerConfig:
 @dataclass
 class CheckpointConfig:
     monitor: str = "val/loss"
-    mode: str | None = None  # null: min for a loss or perplexity, max for any other metric (monitor_mode)
+    mode: str | None = None  # null: follows the monitor (min for a loss or perplexity, max for accuracy...)
     save_top_k: int = 1
     every_n_train_steps: int | None = None  # also save `last` every n updates (null: at validation)
 
@@ -305,11 +305,7 @@ def _check_values(cfg: DictConfig) -> None:
     betas = list(cfg.optim.betas)
     if len(betas) != 2 or not all(RULES["in [0, 1)"](b) for b in betas):
         raise ConfigError(f"optim.betas must hold two numbers, each in [0, 1), got {betas}")
-    mode, best = cfg.checkpoint.mode, monitor_mode(cfg.checkpoint.monitor)
-    if mode is not None and mode != best:
-        raise ConfigError(f"checkpoint.mode={mode} would keep the checkpoints with the {'highest' if mode == 'max' else 'lowest'} "
-                          f"{cfg.checkpoint.monitor}, the worst ones; set checkpoint.mode={best}, or leave it null "
-                          "(it follows the monitor)")
+    check_mode(cfg.checkpoint.monitor, cfg.checkpoint.mode, monitor_mode(cfg.checkpoint.monitor))
     if str(cfg.trainer.strategy).startswith("ddp_spawn"):  # it pickles the whole run into each process
         raise ConfigError(f"trainer.strategy={cfg.trainer.strategy} is not supported (it pickles the run into each "
                           "process); use trainer.strategy=ddp, or ddp_fork / ddp_notebook in a notebook")
@@ -319,11 +315,20 @@ def _check_values(cfg: DictConfig) -> None:
                           f"'\\'): the run folder is <run.dir>/<run.name>; set run.dir to put runs elsewhere")
 
 
-def monitor_mode(monitor: str) -> str:
-    """Which way a logged metric improves: ``min`` for a loss or perplexity, ``max`` for the task metrics
-    (accuracy, F1, MCC, correlations)."""
-    words = monitor.rsplit("/", 1)[-1].split("_")  # val/loss, train/task_loss, val/acc_matched, ...
-    return "min" if {"loss", "ppl"} & set(words) else "max"
+def monitor_mode(monitor: str) -> str | None:
+    """``min`` for a loss or perplexity (``val/loss``, ``train/task_loss``, ``val/ppl``); None where the
+    name alone does not say: a task metric's direction is its torchmetrics ``higher_is_better``."""
+    words = monitor.rsplit("/", 1)[-1].split("_")
+    return "min" if {"loss", "ppl"} & set(words) else None
+
+
+def check_mode(monitor: str, mode: str | None, best: str | None) -> None:
+    """Refuse a ``checkpoint.mode`` that would keep the worst checkpoints of ``monitor`` (which improves
+    towards ``best``, when that is known)."""
+    if mode is not None and best is not None and mode != best:
+        raise ConfigError(f"checkpoint.mode={mode} would keep the checkpoints with the "
+                          f"{'highest' if mode == 'max' else 'lowest'} {monitor}, the worst ones; set "
+                          f"checkpoint.mode={best}, or leave it null (it follows the monitor)")
 
 
 def check_pretrain_monitor(cfg: DictConfig) -> None:

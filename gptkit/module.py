@@ -284,6 +284,7 @@ class GPTModule(pl.LightningModule):
         o = self.hparams.optim
         fused = choose_fused(o.get("fused"), self.device, getattr(self.trainer.precision_plugin, "scaler", None)
                              is not None, bool(self.trainer.gradient_clip_val))
+        self._fused = fused  # (a resumed run's optimizer state brings back the checkpoint's: on_train_start)
         optimizer = make_optimizer(self, o["lr"], o["weight_decay"], o["betas"], o["eps"], fused)
         total = int(self.trainer.estimated_stepping_batches)
         # Estimating from epochs makes Lightning build the train loader now, before a resumed run's
@@ -299,17 +300,36 @@ class GPTModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_start(self) -> None:
-        """Say so when a resumed run's schedule changed under it (``trainer.max_steps`` changed): the
-        learning rate then jumps from where the checkpoint's schedule had it."""
+        """A resumed fit trains with the recipe's optimizer settings, and says what changed.
+
+        Lightning restores the checkpoint's optimizer (its lr, betas, eps, weight decay, fused) and the
+        schedule's peak lr over the ones this run was configured with; they are set back here, so that
+        resuming with, say, a lower ``optim.lr`` (the advice after a non-finite loss) takes effect. The
+        schedule's shape (``schedule``, warmup, ``trainer.max_steps``) is the recipe's already; where the
+        rate at this update differs from the checkpoint's, it is set and the jump logged.
+        """
         scheduler = self.lr_schedulers()
         if not self.trainer.ckpt_path or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
             return
+        optimizer, o = self.trainer.optimizers[0], self.hparams.optim
+        group = optimizer.param_groups[0]  # the decayed weights (gptkit.optim.param_groups)
+        saved = {"lr": scheduler.base_lrs[0], "betas": list(group["betas"]), "eps": group["eps"],
+                 "weight_decay": group["weight_decay"]}
+        changed = [k for k in saved if saved[k] != (list(o[k]) if k == "betas" else o[k])]
+        if changed:
+            log("resuming with " + ", ".join(f"optim.{k}={o[k]} (the checkpoint's: {saved[k]})" for k in changed))
+        scheduler.base_lrs = [o["lr"]] * len(optimizer.param_groups)
+        for i, g in enumerate(optimizer.param_groups):
+            g.update(initial_lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], fused=self._fused)
+            if i == 0:
+                g["weight_decay"] = o["weight_decay"]
         step = scheduler.last_epoch
-        saved = self.trainer.optimizers[0].param_groups[0]["lr"]  # restored with the optimizer
-        now = scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step)
-        if not math.isclose(saved, now, rel_tol=1e-3, abs_tol=1e-12):
-            log(f"resuming at update {step}: the learning-rate schedule now spans another number of updates "
-                f"(trainer.max_steps or max_epochs changed), so the rate goes from {saved:.3g} to {now:.3g}")
+        rate = o["lr"] * scheduler.lr_lambdas[0](step)
+        if not math.isclose(group["lr"], rate, rel_tol=1e-6, abs_tol=1e-12):
+            log(f"resuming at update {step}: the learning rate goes from {group['lr']:.3g} (the checkpoint's) to "
+                f"{rate:.3g} (the recipe's schedule: optim.lr, schedule, warmup or trainer.max_steps changed)")
+            for g in optimizer.param_groups:
+                g["lr"] = rate
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip as Lightning does, also for fused AdamW under ``bf16-mixed``.

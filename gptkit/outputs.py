@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -91,12 +92,13 @@ def fsync_dir(folder: Path) -> None:
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file to write that replaces ``path`` when the block ends, or leaves it untouched.
 
-    The data go to a hidden temporary file beside ``path`` (``.NAME.tmp-PID``), are flushed to disk,
+    The data go to a hidden temporary file beside ``path`` (``.NAME.tmp-HOST-PID``), are flushed to disk,
     and the file is renamed over ``path``; if the block raises, the temporary file is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # unique per process, also among the nodes of a run that share a file system
+    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
             yield fh

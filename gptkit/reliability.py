@@ -167,6 +167,7 @@ class BestCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, legacy_every_n_train_steps: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._legacy_every = legacy_every_n_train_steps
+        self._validated = False  # a validation has run in this process
 
     @property
     def _legacy_state_key(self) -> str:  # type: ignore[override]
@@ -175,11 +176,14 @@ class BestCheckpoint(ModelCheckpoint):
                     "every_n_epochs": 0 if every else 1, "train_time_interval": None}
         return f"ModelCheckpoint{settings!r}"
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = self._validated or not trainer.sanity_checking
+        super().on_validation_end(trainer, pl_module)
+
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
-        # The monitor was checked against what the run logs before training (config and builder), so it
-        # is missing only before the first validation: nothing to rank yet. (Lightning would warn and
-        # ask whether the module logs it.)
-        if self.monitor is not None and self.monitor not in monitor_candidates:
+        # Before the first validation the monitored metric does not exist yet: nothing to rank. (Lightning
+        # would warn and ask whether the module logs it; after a validation it raises, as it should.)
+        if self.monitor is not None and self.monitor not in monitor_candidates and not self._validated:
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 

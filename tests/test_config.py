@@ -127,15 +127,36 @@ def test_best_checkpoints_follow_the_monitor(tmp_path, recipe, overrides, expect
     assert build_callbacks(cfg, tmp_path)[0][0].mode == expected
 
 
-@pytest.mark.parametrize(("overrides", "worst"), [
-    (["checkpoint.mode=max"], "highest val/loss"),
-    (["checkpoint.monitor=train/loss", "checkpoint.mode=max"], "highest train/loss"),
-    (["checkpoint.monitor=val/acc", "checkpoint.mode=min"], "lowest val/acc"),
+@pytest.mark.parametrize(("recipe", "overrides", "worst"), [
+    (None, ["checkpoint.mode=max"], "highest val/loss"),
+    (None, ["checkpoint.monitor=train/loss", "checkpoint.mode=max"], "highest train/loss"),
+    ("sst2.yaml", ["checkpoint.monitor=train/task_loss", "checkpoint.mode=max"], "highest train/task_loss"),
+    ("sst2.yaml", ["checkpoint.mode=min"], "lowest val/acc"),  # known from the task's metric
+    ("cola.yaml", ["checkpoint.mode=min"], "lowest val/mcc"),
 ])
-def test_a_mode_that_keeps_the_worst_checkpoints_is_refused(overrides, worst):
+def test_a_mode_that_keeps_the_worst_checkpoints_is_refused(recipe, overrides, worst):
+    from gptkit.builder import check_task_config
+    from gptkit.tasks import get_task
+
     with pytest.raises(ConfigError, match=rf"would keep the checkpoints with the {worst}, the worst ones; "
                                           r"set checkpoint.mode=(min|max), or leave it null"):
-        load_config(None, overrides)
+        cfg = load_config(recipe and Path(__file__).parent.parent / "recipes" / recipe, overrides)
+        check_task_config(cfg, get_task(cfg.data.name))
+
+
+def test_a_registered_tasks_metric_sets_the_mode():
+    """A task whose metric improves downwards (torchmetrics' higher_is_better=False) gets mode min, and
+    an explicit mode=min is accepted for it."""
+    from types import SimpleNamespace
+
+    from torchmetrics import MeanSquaredError
+    from torchmetrics.regression import PearsonCorrCoef
+
+    from gptkit.builder import task_metric_mode
+
+    task = SimpleNamespace(metrics=lambda: {"mse": MeanSquaredError(), "pearson": PearsonCorrCoef()})
+    assert task_metric_mode(task, "val/mse") == "min" and task_metric_mode(task, "val/mse_matched") == "min"
+    assert task_metric_mode(task, "val/pearson") is None  # torchmetrics does not say: explicit modes both allowed
 
 
 def test_unsupported_strategy_and_huge_numbers():
@@ -217,8 +238,8 @@ def test_ckpt_path_best_names_what_is_missing(tmp_path):
 @pytest.mark.parametrize(("monitor", "names", "best"), [
     # save_top_k > 1 keeps several: the best score wins, not the newest file
     ("val/loss", ["best-step100-val_loss1.2000.ckpt", "best-step200-val_loss1.9000.ckpt"], "best-step100"),
-    # equal scores (and Lightning's -v1 for a repeated name): the newest
-    ("val/loss", ["best-step1-val_loss1.2000.ckpt", "best-step1-val_loss1.2000-v1.ckpt"], "val_loss1.2000-v1"),
+    # equal scores (and Lightning's -v1 for a repeated name): the earliest, which Lightning keeps as best
+    ("val/loss", ["best-step1-val_loss1.2000.ckpt", "best-step2-val_loss1.2000-v1.ckpt"], "best-step1"),
     ("val/pearson", ["best-step1-val_pearson0.3000.ckpt", "best-step2-val_pearson-0.5000.ckpt"], "best-step1"),
     ("val/pearson", ["best-step1-val_pearson-0.7000.ckpt", "best-step2-val_pearson-0.5000.ckpt"], "best-step2"),
     ("val/loss", ["best-step1-val_loss2.0000.ckpt", "best-step2-val_lossnan.ckpt"], "best-step1"),

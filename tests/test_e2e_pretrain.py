@@ -74,7 +74,7 @@ def test_refuses_to_overwrite_then_resumes_and_validates(trained):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "step 90/90" in resumed.stderr
     # the cosine schedule now runs to 90: at update 80 its rate is no longer 0, and the run says so
-    assert "resuming at update 80: the learning-rate schedule now spans another number of updates" in resumed.stderr
+    assert "resuming at update 80: the learning rate goes from 0 (the checkpoint's) to" in resumed.stderr
     val = run_cli("validate", *ARGS, "ckpt_path=last", cwd=cwd)
     assert val.returncode == 0, val.stderr[-2000:]
     assert "val/loss" in val.stdout and "val/ppl" in val.stdout
@@ -85,11 +85,6 @@ def test_tokenizer_checkpoint_mismatch_is_refused(trained, tmp_path):
     other = run_cli("fit", *ARGS, "tokenizer.vocab_size=700", "ckpt_path=last", cwd=cwd)
     assert other.returncode == 2 and "Traceback" not in other.stderr
     assert "was trained with tokenizer" in other.stderr
-    lr = run_cli("fit", *ARGS, "optim.lr=5e-4", "optim.warmup_steps=3", "ckpt_path=last", cwd=cwd)
-    assert lr.returncode == 2 and "Traceback" not in lr.stderr
-    assert ("resumes its optimizer and learning-rate schedule as they were saved, so optim.lr=0.0005, "
-            "optim.warmup_steps=3 would not take effect (the checkpoint has optim.lr=0.001, optim.warmup_steps=10)"
-            ) in lr.stderr and "init.checkpoint=" in lr.stderr
 
 
 def test_evaluating_takes_the_checkpoints_tokenizer(trained):

@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -136,7 +137,7 @@ def test_every_file_gptkit_replaces_is_written_all_at_once(tmp_path, monkeypatch
     renames = []
     monkeypatch.setattr(gptkit.outputs.os, "replace", lambda a, b: renames.append((Path(a).name, Path(b).name)))
     atomic_write_text(path, "new\n")
-    assert renames == [(f".results.json.tmp-{os.getpid()}", "results.json")]
+    assert renames == [(f".results.json.tmp-{socket.gethostname()}-{os.getpid()}", "results.json")]
 
 
 def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):

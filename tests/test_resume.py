@@ -110,6 +110,22 @@ def test_resumed_run_matches_uninterrupted_run(corpus, baseline, how, stop_at, r
         assert second.lrs[step] == pytest.approx(baseline.lrs[step], rel=1e-9)
 
 
+def test_resuming_with_other_optimizer_settings_takes_them(corpus, baseline, capsys):
+    """The advice after a non-finite loss is to resume with a lower optim.lr: Lightning restores the
+    checkpoint's optimizer and schedule over the recipe's, so gptkit sets the recipe's back (and says so)."""
+    root, path = corpus
+    args = tiny_args(path, root, "lower-lr")
+    with pytest.raises(Preempted):
+        fit(args, Record(13, "sigterm"))
+    second = Record()
+    fit([*args, "optim.lr=1.5e-3", "optim.eps=1e-6", "ckpt_path=last"], second)  # the baseline's: 3e-3, 1e-8
+    err = capsys.readouterr().err
+    assert "resuming with optim.lr=0.0015 (the checkpoint's: 0.003), optim.eps=1e-06 (the checkpoint's: 1e-08)" in err
+    assert "resuming at update 13: the learning rate goes from" in err
+    for step in range(14, N_STEPS + 1):
+        assert second.lrs[step] == pytest.approx(baseline.lrs[step] / 2, rel=1e-9), step
+
+
 def test_sampler_splits_between_processes_like_one_process():
     data = list(range(37))
     one = ResumableSampler(data, seed=3, num_replicas=1, rank=0)

@@ -21,7 +21,7 @@ from torchmetrics.classification import BinaryF1Score, BinaryMatthewsCorrCoef, M
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from gptkit.errors import DataError
-from gptkit.outputs import atomic_write_text
+from gptkit.outputs import atomic_write_bytes, atomic_write_text
 from gptkit.tasks.base import (
     Example,
     RowReader,
@@ -319,7 +319,7 @@ def copy_predictions(sources: Mapping[str, Path], out_dir: Path) -> list[Path]:
         if not Path(src).is_file():
             raise DataError(f"missing prediction file {src} (run `gptkit predict` for that task first)")
         dst = out_dir / name
-        dst.write_bytes(Path(src).read_bytes())
+        atomic_write_bytes(dst, Path(src).read_bytes())
         written.append(dst)
     return written
 
