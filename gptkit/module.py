@@ -327,7 +327,7 @@ class GPTModule(pl.LightningModule):
         rate = o["lr"] * scheduler.lr_lambdas[0](step)
         if not math.isclose(group["lr"], rate, rel_tol=1e-6, abs_tol=1e-12):
             log(f"resuming at update {step}: the learning rate goes from {group['lr']:.3g} (the checkpoint's) to "
-                f"{rate:.3g} (the recipe's schedule: optim.lr, schedule, warmup or trainer.max_steps changed)")
+                f"{rate:.3g} (the recipe's schedule: optim.lr, the schedule, the warmup or the number of updates changed)")
             for g in optimizer.param_groups:
                 g["lr"] = rate
 
