@@ -60,14 +60,14 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         if ckpt == "last":
             path = folder / "last.ckpt"
         else:
-            path = best_checkpoint(folder, cfg.checkpoint.monitor, checkpoint_mode(cfg))
+            path = run_best_checkpoint(cfg, folder)
             if path is None:
                 raise CheckpointError(
                     f"ckpt_path=best: run '{cfg.run.name}' has no best checkpoint in {folder} (one is saved at each "
                     "validation that improves checkpoint.monitor); use ckpt_path=last, or check run.name / run.dir"
                 )
         if not path.is_file():
-            best = best_checkpoint(folder, cfg.checkpoint.monitor, checkpoint_mode(cfg)) if folder.is_dir() else None
+            best = run_best_checkpoint(cfg, folder)
             hint = f"; it has {best.name}: use ckpt_path=best" if best else f" (has run '{cfg.run.name}' saved one?)"
             raise CheckpointError(f"ckpt_path={ckpt}: {path} does not exist{hint}")
         return str(path)
@@ -100,17 +100,39 @@ def task_metric_mode(task, monitor: str) -> str | None:
     return None if better is None else "max" if better else "min"
 
 
+def run_best_checkpoint(cfg: DictConfig, folder: Path) -> Path | None:
+    """``ckpt_path=best``: the best score of the recipe's ``checkpoint.monitor``; where no file carries
+    that monitor's score, of the one the run recorded in its ``config.yaml`` (it was trained with
+    another); failing both, the newest ``best-*.ckpt``, and a line that says so."""
+    if not folder.is_dir() or not any(folder.glob("best*.ckpt")):
+        return None
+    path = best_checkpoint(folder, cfg.checkpoint.monitor, checkpoint_mode(cfg))
+    recorded = folder.parent / "config.yaml"
+    if path is None and recorded.is_file():
+        try:
+            trained = OmegaConf.load(recorded).checkpoint
+            run_cfg = OmegaConf.merge(cfg, {"checkpoint": {"monitor": trained.monitor, "mode": trained.mode}})
+            path = best_checkpoint(folder, trained.monitor, checkpoint_mode(run_cfg))
+        except Exception:  # a damaged or foreign config.yaml: the file names still give the newest
+            path = None
+    if path is None:
+        path = max(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+        log(f"ckpt_path=best: no best checkpoint in {folder} carries a {cfg.checkpoint.monitor} score; using the "
+            f"newest, {path.name}")
+    return path
+
+
 def best_checkpoint(folder: Path, monitor: str, mode: str) -> Path | None:
-    """The run's best checkpoint: of the ``best-step…-<monitor><score>.ckpt`` files (``checkpoint.save_top_k``
-    may keep several), the best score of ``monitor``, the earliest among equals (as Lightning keeps it);
-    when none carries that monitor's score (the monitor was changed), the newest."""
+    """Of the ``best-step…-<monitor><score>.ckpt`` files in ``folder`` (``checkpoint.save_top_k`` may keep
+    several), the one with the best score of ``monitor``, the earliest among equals (as Lightning keeps
+    it); None when no file carries that monitor's score."""
     files = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
     tag = re.escape(monitor.replace("/", "_"))
     score = re.compile(rf"-{tag}(-?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|nan|inf))(?:-v\d+)?\.ckpt$")
     scored = [(float(m.group(1)), i, p) for i, p in enumerate(files) if (m := score.search(p.name))]
     sign = 1 if mode == "max" else -1
     ranked = [(-math.inf if math.isnan(s) else sign * s, -i, p) for s, i, p in scored]
-    return max(ranked)[2] if ranked else (files[-1] if files else None)
+    return max(ranked)[2] if ranked else None
 
 
 def checkpoint_record(path: str | os.PathLike) -> dict:
@@ -461,9 +483,17 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
     return callbacks, progress == "rich"
 
 
-def build_trainer(cfg: DictConfig, rdir: Path, extra_callbacks: list[pl.Callback] = (), verb: str = "fit") -> pl.Trainer:
+def tensorboard_version(rdir: Path, resume: bool) -> int | None:
+    """The run's latest TensorBoard version (``tensorboard/version_N``) when resuming, else None (a new one)."""
+    versions = [int(m.group(1)) for p in (rdir / "tensorboard").glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    return max(versions) if resume and versions else None
+
+
+def build_trainer(cfg: DictConfig, rdir: Path, extra_callbacks: list[pl.Callback] = (), verb: str = "fit",
+                  resume: bool = False) -> pl.Trainer:
     """The Trainer; only ``fit`` logs to TensorBoard (an evaluation's metrics go to ``results/`` and stdout,
-    not into a new one-point TensorBoard version of the run)."""
+    not into a new one-point TensorBoard version of the run), and a fit that resumes the run's own
+    checkpoint goes on writing into its latest TensorBoard version, so its curves continue."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -477,7 +507,8 @@ def build_trainer(cfg: DictConfig, rdir: Path, extra_callbacks: list[pl.Callback
         return pl.Trainer(
             **kwargs,
             default_root_dir=str(rdir),
-            logger=TensorBoardLogger(save_dir=str(rdir), name="tensorboard") if verb == "fit" else False,
+            logger=TensorBoardLogger(save_dir=str(rdir), name="tensorboard", version=tensorboard_version(rdir, resume))
+            if verb == "fit" else False,
             callbacks=[*callbacks, *extra_callbacks],
             plugins=[AtomicCheckpointIO()],  # temp file + fsync + rename; weights_only loading
             enable_progress_bar=bar,
@@ -527,6 +558,9 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
 
         check_pretrain_monitor(cfg)  # before any data is read, as check_task_config
         sources = resolve_sources(list(cfg.data.files), cfg.data.corpus, cfg.data.text_field, cfg.run.data_dir)
+    if cfg.checkpoint.mode is None:  # recorded in the run's config.yaml as it takes effect
+        cfg = OmegaConf.merge(cfg, {"checkpoint": {"mode": checkpoint_mode(cfg)}})
+        OmegaConf.set_readonly(cfg, True)
     tokenizer, kind = build_tokenizer(cfg, sources, ckpt_path, verb)
     record = {"kind": kind, "exact": kind == "openai-gpt", "path": str((rdir / "tokenizer.json").resolve()),
               "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
@@ -541,7 +575,7 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
 
     earlier = ("checkpoints", RESULTS_DIR, PREDICTIONS_DIR) if replace else ()
     extra = [RunFolder(rdir, tokenizer, to_yaml(cfg), replace=earlier)] if verb == "fit" else []
-    trainer = build_trainer(cfg, rdir, extra, verb)
+    trainer = build_trainer(cfg, rdir, extra, verb, resume=own)
     return Components(cfg, rdir, tokenizer, datamodule, module, trainer)
 
 
@@ -600,12 +634,19 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
         c.datamodule.setup("fit")
         log(c.datamodule.summary())
         log(f"model: {c.module.backbone.num_parameters():,} parameters; run folder {c.run_dir}")
+        from gptkit.checkpoint import load_ckpt
+
+        start = int(load_ckpt(ckpt_path, mmap=True).get("global_step", 0)) if ckpt_path else None
         with checkpoint_must_fit(ckpt_path):
             fit_or_stop(c, ckpt_path)
         if getattr(c.module, "nonfinite_skipped", 0):
             log(f"skipped {c.module.nonfinite_skipped} batch(es) with a non-finite loss (objective.nonfinite=skip)")
+        if start is not None and c.trainer.global_step <= start:
+            log(f"nothing to train: {ckpt_path} is at update {start}, where trainer.max_steps / max_epochs end the "
+                "run; raise them to train longer")
         best = c.trainer.checkpoint_callback.best_model_path
-        log(f"done: last checkpoint {c.run_dir / 'checkpoints' / 'last.ckpt'}" + (f", best {best}" if best else ""))
+        where = c.run_dir.resolve() / "checkpoints"  # (Lightning gives the best one's absolute path)
+        log(f"done: last checkpoint {where / 'last.ckpt'}" + (f", best {where / Path(best).name}" if best else ""))
     else:
         with checkpoint_must_fit(ckpt_path):
             # verbose=False: Lightning's table of results would go to stdout before the CLI's own lines

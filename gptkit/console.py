@@ -28,3 +28,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # gptkit decides what a run folder's checkpoints mean (resume, or run.overwrite=true): not a surprise
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # objective.nonfinite=skip returns None on purpose, and says so itself
+    warnings.filterwarnings("ignore", message=r".*`training_step` returned `None`.*")
+    # evaluating a checkpoint restores no callback state, and needs none
+    warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided.*")
+    warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")

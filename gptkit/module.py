@@ -194,8 +194,8 @@ class GPTModule(pl.LightningModule):
 
     def _skip(self, loss: torch.Tensor, update: int) -> None:
         self.nonfinite_skipped += 1
-        self.print(f"warning: non-finite loss ({loss.item()}) in update {update}; batch skipped "
-                   f"({self.nonfinite_skipped} so far)")
+        log(f"warning: non-finite loss ({loss.item()}) in update {update}; batch skipped "
+            f"({self.nonfinite_skipped} so far)")
         return None
 
     def _raise_if_nonfinite(self) -> None:
@@ -210,12 +210,11 @@ class GPTModule(pl.LightningModule):
             return
         loss, update = pending[0].loss, pending[1]
         ckpt = getattr(last_checkpoint_callback(self.trainer), "last_model_path", "") or ""
-        where = (f"The last checkpoint is {ckpt}; resume from it with ckpt_path=last" if ckpt
-                 else "No checkpoint was saved before it; start again")
-        raise NonFiniteLossError(
-            f"the loss became {loss.item()} in update {update}. {where} and a lower optim.lr or longer "
-            "optim.warmup_steps, or set objective.nonfinite=skip to skip such batches"
-        )
+        advice = "a lower optim.lr or longer optim.warmup_steps"
+        where = (f"The last checkpoint is {ckpt}; resume from it with ckpt_path=last and {advice}" if ckpt
+                 else f"No checkpoint was saved before it; start again with {advice}")
+        raise NonFiniteLossError(f"the loss became {loss.item()} in update {update}. {where}, or set "
+                                 "objective.nonfinite=skip to skip such batches")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._raise_if_nonfinite()
@@ -311,13 +310,14 @@ class GPTModule(pl.LightningModule):
         scheduler = self.lr_schedulers()
         if not self.trainer.ckpt_path or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
             return
+        from gptkit.checkpoint import ckpt_hparams
+
         optimizer, o = self.trainer.optimizers[0], self.hparams.optim
         group = optimizer.param_groups[0]  # the decayed weights (gptkit.optim.param_groups)
-        saved = {"lr": scheduler.base_lrs[0], "betas": list(group["betas"]), "eps": group["eps"],
-                 "weight_decay": group["weight_decay"]}
-        changed = [k for k in saved if saved[k] != (list(o[k]) if k == "betas" else o[k])]
+        theirs = ckpt_hparams(self.trainer.ckpt_path).get("optim") or {}
+        changed = [k for k in o if k in theirs and theirs[k] != o[k]]
         if changed:
-            log("resuming with " + ", ".join(f"optim.{k}={o[k]} (the checkpoint's: {saved[k]})" for k in changed))
+            log("resuming with " + ", ".join(f"optim.{k}={o[k]} (the checkpoint's: {theirs[k]})" for k in changed))
         scheduler.base_lrs = [o["lr"]] * len(optimizer.param_groups)
         for i, g in enumerate(optimizer.param_groups):
             g.update(initial_lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], fused=self._fused)

@@ -185,6 +185,11 @@ class BestCheckpoint(ModelCheckpoint):
         # would warn and ask whether the module logs it; after a validation it raises, as it should.)
         if self.monitor is not None and self.monitor not in monitor_candidates and not self._validated:
             return
+        score = monitor_candidates.get(self.monitor)
+        if score is not None and not torch.isfinite(score).all():  # never "best"; Lightning would keep it
+            log(f"{self.monitor} is {score.item()} at update {trainer.global_step}: the model has diverged, and "
+                "this checkpoint is not kept as a best one")
+            return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -221,6 +226,17 @@ class RunFolder(pl.Callback):
     def __init__(self, folder: Path, tokenizer: Any, config_yaml: str, replace: tuple[str, ...] = ()) -> None:
         self.folder, self.tokenizer, self.config_yaml = Path(folder), tokenizer, config_yaml
         self.replace = replace  # subfolders of an earlier run to remove (run.overwrite=true)
+        self._config_written = False
+
+    def _write_config(self) -> None:
+        atomic_write_text(self.folder / "config.yaml", self.config_yaml)
+        self._config_written = True
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        # a resumed run's settings describe the run folder once they have made a checkpoint: a resume
+        # that fails before that leaves config.yaml describing last.ckpt
+        if trainer.is_global_zero and not self._config_written:
+            self._write_config()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -229,7 +245,8 @@ class RunFolder(pl.Callback):
             shutil.rmtree(self.folder / name, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(self.folder / "tokenizer.json")
-        atomic_write_text(self.folder / "config.yaml", self.config_yaml)
+        if not trainer.ckpt_path:
+            self._write_config()
 
 
 def last_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:

@@ -235,6 +235,24 @@ def test_ckpt_path_best_names_what_is_missing(tmp_path):
         resolve_ckpt_path(last)
 
 
+def test_ckpt_path_best_falls_back_to_the_monitor_the_run_recorded(tmp_path, capsys):
+    """A fine-tuning run trained with checkpoint.monitor=val/loss, evaluated without that override: the
+    file names carry val_loss, and the run's config.yaml says which way it improves."""
+    from gptkit.builder import resolve_ckpt_path
+
+    folder = tmp_path / "r" / "checkpoints"
+    folder.mkdir(parents=True)
+    for i, name in enumerate(["best-step1-val_loss1.0000.ckpt", "best-step2-val_loss3.0000.ckpt"]):
+        (folder / name).write_bytes(b"")
+        os.utime(folder / name, (1e9 + i, 1e9 + i))
+    cfg = load_config(Path(__file__).parent.parent / "recipes" / "sst2.yaml",
+                      [f"run.dir={tmp_path}", "run.name=r", "ckpt_path=best"])  # monitors val/acc
+    assert resolve_ckpt_path(cfg).endswith("best-step2-val_loss3.0000.ckpt")  # no record: the newest, and said
+    assert "no best checkpoint in" in capsys.readouterr().err
+    (tmp_path / "r" / "config.yaml").write_text("checkpoint:\n  monitor: val/loss\n  mode: null\n")
+    assert resolve_ckpt_path(cfg).endswith("best-step1-val_loss1.0000.ckpt")
+
+
 @pytest.mark.parametrize(("monitor", "names", "best"), [
     # save_top_k > 1 keeps several: the best score wins, not the newest file
     ("val/loss", ["best-step100-val_loss1.2000.ckpt", "best-step200-val_loss1.9000.ckpt"], "best-step100"),

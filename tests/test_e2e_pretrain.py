@@ -75,6 +75,10 @@ def test_refuses_to_overwrite_then_resumes_and_validates(trained):
     assert "step 90/90" in resumed.stderr
     # the cosine schedule now runs to 90: at update 80 its rate is no longer 0, and the run says so
     assert "resuming at update 80: the learning rate goes from 0 (the checkpoint's) to" in resumed.stderr
+    # the resumed run's curves continue in the run's TensorBoard version
+    assert [p.name for p in (cwd / "runs" / "e2e" / "tensorboard").iterdir()] == ["version_0"]
+    idle = run_cli("fit", *ARGS, "trainer.max_steps=90", "ckpt_path=last", cwd=cwd)
+    assert idle.returncode == 0 and "nothing to train: " in idle.stderr and "is at update 90" in idle.stderr
     val = run_cli("validate", *ARGS, "ckpt_path=last", cwd=cwd)
     assert val.returncode == 0, val.stderr[-2000:]
     assert "val/loss" in val.stdout and "val/ppl" in val.stdout

@@ -140,6 +140,17 @@ def test_every_file_gptkit_replaces_is_written_all_at_once(tmp_path, monkeypatch
     assert renames == [(f".results.json.tmp-{socket.gethostname()}-{os.getpid()}", "results.json")]
 
 
+def test_a_non_finite_score_is_never_the_best_checkpoint(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from gptkit.reliability import BestCheckpoint
+
+    best = BestCheckpoint(dirpath=tmp_path, monitor="val/loss", mode="min", save_top_k=1)
+    best._save_topk_checkpoint(SimpleNamespace(global_step=7), {"val/loss": torch.tensor(float("nan"))})
+    assert list(tmp_path.iterdir()) == [] and best.best_model_path == ""
+    assert "val/loss is nan at update 7: the model has diverged" in capsys.readouterr().err
+
+
 def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
     last = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -220,7 +231,7 @@ def test_nonfinite_loss_skip_skips_the_batch(corpus, capsys):
     assert c.module.nonfinite_skipped == 1
     assert c.trainer.global_step == 6  # the skipped batch took no update; training went on
     assert all(torch.isfinite(p).all() for p in c.module.parameters())
-    assert "batch skipped (1 so far)" in capsys.readouterr().out
+    assert "batch skipped (1 so far)" in capsys.readouterr().err  # a log line, on stderr
 
 
 # -- two processes (DDP on CPU) -------------------------------------------------------------------

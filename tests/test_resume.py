@@ -124,6 +124,7 @@ def test_resuming_with_other_optimizer_settings_takes_them(corpus, baseline, cap
     assert "resuming at update 13: the learning rate goes from" in err
     for step in range(14, N_STEPS + 1):
         assert second.lrs[step] == pytest.approx(baseline.lrs[step] / 2, rel=1e-9), step
+    assert "lr: 0.0015" in (root / "runs" / "lower-lr" / "config.yaml").read_text()  # what took effect
 
 
 def test_sampler_splits_between_processes_like_one_process():

@@ -142,7 +142,7 @@ def run_export(ckpt: str, to: str, out_dir: str, overwrite: bool = False) -> Pat
     task = None if Path(ckpt).expanduser().is_dir() else ckpt_hparams(Path(ckpt).expanduser()).get("task")
     print(
         f"exported {ckpt} -> {out} ({'transformers OpenAIGPTLMHeadModel' if to == 'hf' else 'gptkit folder'}; "
-        f"{config.n_layer} layers, width {config.n_embd}, vocabulary {config.vocab_size})"
+        f"{config.n_layer} layer{'s' * (config.n_layer != 1)}, width {config.n_embd}, vocabulary {config.vocab_size})"
         + (f"; the backbone and its tied LM head only: the {task} task head is not exported" if task else "")
     )
     return out
