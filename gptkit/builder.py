@@ -97,6 +97,8 @@ def task_metric_mode(task, monitor: str) -> str | None:
     metrics = task.metrics()
     key = name if name in metrics else next((k for k in metrics if name.startswith(k + "_")), None)
     better = None if key is None else metrics[key].higher_is_better
+    if better is None and key is not None and "corrcoef" in type(metrics[key]).__name__.lower():
+        better = True  # torchmetrics leaves correlations unsaid
     return None if better is None else "max" if better else "min"
 
 
@@ -558,9 +560,6 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
 
         check_pretrain_monitor(cfg)  # before any data is read, as check_task_config
         sources = resolve_sources(list(cfg.data.files), cfg.data.corpus, cfg.data.text_field, cfg.run.data_dir)
-    if cfg.checkpoint.mode is None:  # recorded in the run's config.yaml as it takes effect
-        cfg = OmegaConf.merge(cfg, {"checkpoint": {"mode": checkpoint_mode(cfg)}})
-        OmegaConf.set_readonly(cfg, True)
     tokenizer, kind = build_tokenizer(cfg, sources, ckpt_path, verb)
     record = {"kind": kind, "exact": kind == "openai-gpt", "path": str((rdir / "tokenizer.json").resolve()),
               "fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size}
@@ -644,9 +643,8 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
         if start is not None and c.trainer.global_step <= start:
             log(f"nothing to train: {ckpt_path} is at update {start}, where trainer.max_steps / max_epochs end the "
                 "run; raise them to train longer")
-        best = c.trainer.checkpoint_callback.best_model_path
-        where = c.run_dir.resolve() / "checkpoints"  # (Lightning gives the best one's absolute path)
-        log(f"done: last checkpoint {where / 'last.ckpt'}" + (f", best {where / Path(best).name}" if best else ""))
+        best = c.trainer.checkpoint_callback.kept_best()
+        log(f"done: last checkpoint {(c.run_dir / 'checkpoints' / 'last.ckpt').resolve()}" + (f", best {best}" if best else ""))
     else:
         with checkpoint_must_fit(ckpt_path):
             # verbose=False: Lightning's table of results would go to stdout before the CLI's own lines

@@ -318,18 +318,21 @@ class GPTModule(pl.LightningModule):
         changed = [k for k in o if k in theirs and theirs[k] != o[k]]
         if changed:
             log("resuming with " + ", ".join(f"optim.{k}={o[k]} (the checkpoint's: {theirs[k]})" for k in changed))
-        scheduler.base_lrs = [o["lr"]] * len(optimizer.param_groups)
-        for i, g in enumerate(optimizer.param_groups):
-            g.update(initial_lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], fused=self._fused)
-            if i == 0:
-                g["weight_decay"] = o["weight_decay"]
         step = scheduler.last_epoch
         rate = o["lr"] * scheduler.lr_lambdas[0](step)
         if not math.isclose(group["lr"], rate, rel_tol=1e-6, abs_tol=1e-12):
             log(f"resuming at update {step}: the learning rate goes from {group['lr']:.3g} (the checkpoint's) to "
                 f"{rate:.3g} (the recipe's schedule: optim.lr, the schedule, the warmup or the number of updates changed)")
-            for g in optimizer.param_groups:
-                g["lr"] = rate
+        scheduler.base_lrs = [o["lr"]] * len(optimizer.param_groups)
+        # Through state_dict / load_state_dict, so that torch places AdamW's step counters for the
+        # fused setting the groups now have (the device differs between fused and not).
+        state = optimizer.state_dict()
+        for i, g in enumerate(state["param_groups"]):
+            g.update(lr=rate, initial_lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
+                     fused=True if self._fused else None)
+            if i == 0:
+                g["weight_decay"] = o["weight_decay"]
+        optimizer.load_state_dict(state)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip as Lightning does, also for fused AdamW under ``bf16-mixed``.

@@ -59,4 +59,6 @@ def choose_fused(requested: bool | None, device: torch.device, grad_scaler: bool
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas, eps: float, fused: bool):
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+    # fused=False would also turn off torch's multi-tensor (foreach) default: None keeps it
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps,
+                             fused=True if fused else None)

@@ -187,13 +187,19 @@ class BestCheckpoint(ModelCheckpoint):
             return
         score = monitor_candidates.get(self.monitor)
         if score is not None and not torch.isfinite(score).all():  # never "best"; Lightning would keep it
-            log(f"{self.monitor} is {score.item()} at update {trainer.global_step}: the model has diverged, and "
-                "this checkpoint is not kept as a best one")
+            log(f"{self.monitor} is {score.item()} at update {trainer.global_step} (the model diverged, or the metric "
+                "is undefined here); this checkpoint is not kept as a best one")
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 
+    def kept_best(self) -> str:
+        """The best checkpoint kept in this callback's folder ("" if none; a run resumed from another
+        run folder's checkpoint restores that folder's best path)."""
+        best = self.best_model_path
+        return best if best and self.dirpath and Path(best).parent.resolve() == Path(self.dirpath).resolve() else ""
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.save_top_k and not self.best_model_path and not trainer.interrupted:
+        if self.save_top_k and not self.kept_best() and not trainer.interrupted:
             log(f"training ended before its first validation, so no best checkpoint ({self.monitor}) was kept; "
                 "last.ckpt holds the final update (validation runs every trainer.val_check_interval updates, "
                 "or at the end of each epoch)")
@@ -236,6 +242,8 @@ class RunFolder(pl.Callback):
         # a resumed run's settings describe the run folder once they have made a checkpoint: a resume
         # that fails before that leaves config.yaml describing last.ckpt
         if trainer.is_global_zero and not self._config_written:
+            # the module refuses the save after a non-finite loss, but its hook runs after this one
+            getattr(pl_module, "_raise_if_nonfinite", lambda: None)()
             self._write_config()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -133,6 +133,7 @@ def test_best_checkpoints_follow_the_monitor(tmp_path, recipe, overrides, expect
     ("sst2.yaml", ["checkpoint.monitor=train/task_loss", "checkpoint.mode=max"], "highest train/task_loss"),
     ("sst2.yaml", ["checkpoint.mode=min"], "lowest val/acc"),  # known from the task's metric
     ("cola.yaml", ["checkpoint.mode=min"], "lowest val/mcc"),
+    ("stsb.yaml", ["checkpoint.mode=min"], "lowest val/pearson"),
 ])
 def test_a_mode_that_keeps_the_worst_checkpoints_is_refused(recipe, overrides, worst):
     from gptkit.builder import check_task_config
@@ -156,7 +157,7 @@ def test_a_registered_tasks_metric_sets_the_mode():
 
     task = SimpleNamespace(metrics=lambda: {"mse": MeanSquaredError(), "pearson": PearsonCorrCoef()})
     assert task_metric_mode(task, "val/mse") == "min" and task_metric_mode(task, "val/mse_matched") == "min"
-    assert task_metric_mode(task, "val/pearson") is None  # torchmetrics does not say: explicit modes both allowed
+    assert task_metric_mode(task, "val/pearson") == "max"  # torchmetrics leaves correlations unsaid
 
 
 def test_unsupported_strategy_and_huge_numbers():

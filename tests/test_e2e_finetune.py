@@ -30,7 +30,7 @@ def test_fit_reports_data_and_validates(finetuned):
     assert "val/acc" in out.stderr
     ckpts = sorted(p.name for p in (cwd / "runs" / "sst2" / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and any(c.startswith("best-") and "val_acc" in c for c in ckpts)
-    assert "mode: max" in (cwd / "runs" / "sst2" / "config.yaml").read_text()  # as it took effect
+    assert "mode: null" in (cwd / "runs" / "sst2" / "config.yaml").read_text()  # reusable with another monitor
 
 
 def test_test_predict_and_glue(finetuned):

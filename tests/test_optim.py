@@ -147,3 +147,12 @@ def test_default_precision_asks_nvml_not_cuda(monkeypatch, capability, visible, 
     if capability is not None:
         assert nvml.asked == [3 if visible else 0] and nvml.shut
     assert builder.default_precision(load_config(None, ["trainer.accelerator=cpu"])) == "32-true"
+
+
+def test_unfused_adamw_keeps_torchs_multi_tensor_default():
+    """fused=False would also switch off foreach, leaving AdamW's per-parameter loop."""
+    from gptkit.optim import make_optimizer
+
+    model = torch.nn.Linear(4, 4)
+    assert make_optimizer(model, 1e-3, 0.01, [0.9, 0.999], 1e-8, fused=False).defaults["fused"] is None
+    assert make_optimizer(model, 1e-3, 0.01, [0.9, 0.999], 1e-8, fused=True).defaults["fused"] is True

@@ -148,7 +148,18 @@ def test_a_non_finite_score_is_never_the_best_checkpoint(tmp_path, capsys):
     best = BestCheckpoint(dirpath=tmp_path, monitor="val/loss", mode="min", save_top_k=1)
     best._save_topk_checkpoint(SimpleNamespace(global_step=7), {"val/loss": torch.tensor(float("nan"))})
     assert list(tmp_path.iterdir()) == [] and best.best_model_path == ""
-    assert "val/loss is nan at update 7: the model has diverged" in capsys.readouterr().err
+    assert "val/loss is nan at update 7 (the model diverged, or the metric is undefined here)" in capsys.readouterr().err
+
+
+def test_a_best_checkpoint_of_another_run_folder_is_not_this_runs(tmp_path):
+    """Resuming another run's checkpoint into a new folder restores that run's best path: not kept here."""
+    from gptkit.reliability import BestCheckpoint
+
+    best = BestCheckpoint(dirpath=tmp_path / "new" / "checkpoints", monitor="val/loss", mode="min")
+    best.best_model_path = str(tmp_path / "old" / "checkpoints" / "best-step5-val_loss1.0000.ckpt")
+    assert best.kept_best() == ""
+    best.best_model_path = str(tmp_path / "new" / "checkpoints" / "best-step9-val_loss0.9000.ckpt")
+    assert best.kept_best() == best.best_model_path
 
 
 def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
@@ -222,6 +233,13 @@ def test_nonfinite_loss_stops_with_step_and_checkpoint(corpus):
         fit([*tiny_args(path, root, "nan-stop"), "trainer.max_steps=10"], PoisonAt(7))
     assert torch.load(root / "runs" / "nan-stop" / "checkpoints" / "last.ckpt",
                       weights_only=True)["global_step"] == 4  # the last good one (periodic, every 4), untouched
+    # following the advice: a resume with a lower lr that fails again at its first checkpoint (the periodic
+    # one of update 8) leaves config.yaml describing the checkpoints (the module refuses that save only
+    # after the callbacks' hooks have run)
+    with pytest.raises(NonFiniteLossError, match=r"in update 8\."):
+        fit([*tiny_args(path, root, "nan-stop"), "trainer.max_steps=10", "trainer.val_check_interval=null",
+             "optim.lr=1e-3", "ckpt_path=last"], PoisonAt(8))
+    assert "lr: 0.003" in (root / "runs" / "nan-stop" / "config.yaml").read_text()
 
 
 def test_nonfinite_loss_skip_skips_the_batch(corpus, capsys):
