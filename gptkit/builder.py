@@ -633,13 +633,11 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
         c.datamodule.setup("fit")
         log(c.datamodule.summary())
         log(f"model: {c.module.backbone.num_parameters():,} parameters; run folder {c.run_dir}")
-        from gptkit.checkpoint import load_ckpt
-
-        start = int(load_ckpt(ckpt_path, mmap=True).get("global_step", 0)) if ckpt_path else None
         with checkpoint_must_fit(ckpt_path):
             fit_or_stop(c, ckpt_path)
         if getattr(c.module, "nonfinite_skipped", 0):
             log(f"skipped {c.module.nonfinite_skipped} batch(es) with a non-finite loss (objective.nonfinite=skip)")
+        start = c.module.resumed_from["step"] if c.module.resumed_from else None
         if start is not None and c.trainer.global_step <= start:
             log(f"nothing to train: {ckpt_path} is at update {start}, where trainer.max_steps / max_epochs end the "
                 "run; raise them to train longer")

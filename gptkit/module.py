@@ -86,6 +86,8 @@ class GPTModule(pl.LightningModule):
         self.flops_per_token: float | None = None
         self.flops_per_batch: float | None = None
         self.nonfinite_skipped = 0  # batches skipped for a NaN/inf loss (objective.nonfinite=skip)
+        # the update and optim.* settings of the checkpoint a fit resumes (on_load_checkpoint), else None
+        self.resumed_from: dict | None = None
 
     # -- fine-tuning ------------------------------------------------------------------------------
     def _init_task(self, task: str, head_dropout: float) -> None:
@@ -170,7 +172,7 @@ class GPTModule(pl.LightningModule):
             if not bool(torch.isfinite(logs["train/loss"])):
                 return self._skip(logs["train/loss"], update)  # the mean: NaN wherever it arose
         else:
-            self._raise_if_nonfinite()
+            self.raise_if_nonfinite()
             self._pending_loss = (FiniteFlag(logs["train/loss"]), update)
         # Not prog_bar: Lightning turns progress-bar values into numbers after every batch, a GPU wait;
         # RichProgress shows them from the callback metrics when it refreshes.
@@ -198,7 +200,7 @@ class GPTModule(pl.LightningModule):
             f"({self.nonfinite_skipped} so far)")
         return None
 
-    def _raise_if_nonfinite(self) -> None:
+    def raise_if_nonfinite(self) -> None:
         """Stop on a NaN/inf loss of the *previous* update (objective.nonfinite=stop).
 
         The previous update's flag was copied to the host without waiting (:class:`FiniteFlag`), so
@@ -217,10 +219,10 @@ class GPTModule(pl.LightningModule):
                                  "objective.nonfinite=skip to skip such batches")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        self._raise_if_nonfinite()
+        self.raise_if_nonfinite()
 
     def on_train_end(self) -> None:
-        self._raise_if_nonfinite()
+        self.raise_if_nonfinite()
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, "val", dataloader_idx)
@@ -298,6 +300,10 @@ class GPTModule(pl.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.resumed_from = {"step": int(checkpoint.get("global_step", 0)),
+                             "optim": checkpoint.get("hyper_parameters", {}).get("optim") or {}}
+
     def on_train_start(self) -> None:
         """A resumed fit trains with the recipe's optimizer settings, and says what changed.
 
@@ -308,13 +314,11 @@ class GPTModule(pl.LightningModule):
         rate at this update differs from the checkpoint's, it is set and the jump logged.
         """
         scheduler = self.lr_schedulers()
-        if not self.trainer.ckpt_path or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        if self.resumed_from is None or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
             return
-        from gptkit.checkpoint import ckpt_hparams
-
         optimizer, o = self.trainer.optimizers[0], self.hparams.optim
         group = optimizer.param_groups[0]  # the decayed weights (gptkit.optim.param_groups)
-        theirs = ckpt_hparams(self.trainer.ckpt_path).get("optim") or {}
+        theirs = self.resumed_from["optim"]
         changed = [k for k in o if k in theirs and theirs[k] != o[k]]
         if changed:
             log("resuming with " + ", ".join(f"optim.{k}={o[k]} (the checkpoint's: {theirs[k]})" for k in changed))

@@ -240,10 +240,11 @@ class RunFolder(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         # a resumed run's settings describe the run folder once they have made a checkpoint: a resume
-        # that fails before that leaves config.yaml describing last.ckpt
+        # that fails before that leaves config.yaml describing the checkpoints already there
         if trainer.is_global_zero and not self._config_written:
-            # the module refuses the save after a non-finite loss, but its hook runs after this one
-            getattr(pl_module, "_raise_if_nonfinite", lambda: None)()
+            # GPTModule refuses the save after a non-finite loss, but its hook runs after this one
+            if check := getattr(pl_module, "raise_if_nonfinite", None):
+                check()
             self._write_config()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
