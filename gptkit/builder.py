@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from gptkit.config import check_mode, check_pretrain_monitor, monitor_mode, to_y
 from gptkit.console import log, quiet_libraries
 from gptkit.errors import CheckpointError, ConfigError, DataError
 from gptkit.outputs import atomic_write_text
-from gptkit.reliability import RunFolder
+from gptkit.reliability import RunFolder, caller_rng_state, run_folder_lock
 from gptkit.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 
@@ -43,6 +44,17 @@ class Components:
 # -- paths ------------------------------------------------------------------------------------------
 def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.run.dir).expanduser() / cfg.run.name
+
+
+def evaluation_dir(cfg: DictConfig, ckpt_path: str | None) -> Path:
+    """Where ``validate``, ``test`` and ``predict`` write: the run folder of the checkpoint they score
+    (the folder above its ``checkpoints/``, with the run's ``config.yaml``), so a checkpoint of another
+    run does not put its results into the recipe's run folder; ``run.dir/run.name`` otherwise."""
+    if ckpt_path:
+        folder = Path(ckpt_path).expanduser().resolve().parent
+        if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file():
+            return folder.parent
+    return run_dir(cfg)
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -337,8 +349,10 @@ def init_from(module, checkpoint: str, n_transfer: int | None) -> None:
         keys = module.load_pretrained(state, n_transfer)
     except CheckpointError as exc:
         raise CheckpointError(f"init.checkpoint {checkpoint}: {exc}") from None
+    fresh = max(0, mine.n_layer - (ckpt_config.n_layer if n_transfer is None else n_transfer))
     log(f"initialised {len(keys)} backbone tensors from {checkpoint}"
-        + (f" (embeddings + {n_transfer} blocks)" if n_transfer is not None else ""))
+        + (f" (embeddings + {n_transfer} blocks)" if n_transfer is not None else "")
+        + (f"; {fresh} of the model's {mine.n_layer} blocks (model.n_layer) start from random weights" if fresh else ""))
 
 
 ARCHITECTURE = ("n_layer", "n_head", "n_embd", "n_ctx", "n_inner")
@@ -524,13 +538,14 @@ def build_trainer(cfg: DictConfig, rdir: Path, extra_callbacks: list[pl.Callback
 
 
 # -- the whole build --------------------------------------------------------------------------------
-def build(cfg: DictConfig, verb: str = "fit") -> Components:
-    """Make every component of a run from its config, in the order the data flows."""
+def build(cfg: DictConfig, verb: str = "fit", callbacks: Sequence[pl.Callback] = ()) -> Components:
+    """Make every component of a run from its config, in the order the data flows; ``callbacks`` are
+    Lightning callbacks added to gptkit's own (a fit's checkpoints, progress, throughput...)."""
     quiet_libraries()
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls left outside autocast
-    rdir = run_dir(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
+    rdir = run_dir(cfg) if verb == "fit" else evaluation_dir(cfg, ckpt_path)
     if cfg.init.checkpoint and not Path(cfg.init.checkpoint).expanduser().exists():
         raise CheckpointError(
             f"init.checkpoint {cfg.init.checkpoint} does not exist; give a gptkit .ckpt file (e.g. "
@@ -574,6 +589,7 @@ def build(cfg: DictConfig, verb: str = "fit") -> Components:
 
     earlier = ("checkpoints", RESULTS_DIR, PREDICTIONS_DIR) if replace else ()
     extra = [RunFolder(rdir, tokenizer, to_yaml(cfg), replace=earlier)] if verb == "fit" else []
+    extra += list(callbacks)
     trainer = build_trainer(cfg, rdir, extra, verb, resume=own)
     return Components(cfg, rdir, tokenizer, datamodule, module, trainer)
 
@@ -611,12 +627,21 @@ def guard_run_dir(cfg: DictConfig, rdir: Path) -> bool:
     return True
 
 
-def run(verb: str, cfg: DictConfig) -> dict[str, float]:
+def run(verb: str, cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
     """Build and run ``fit``, ``validate`` or ``test``; returns the final logged metrics.
 
     ``validate`` and ``test`` also write them to ``<run dir>/results/<verb>.json`` (``gptkit glue``
     reads them). ``predict`` is :func:`predict`, which returns the prediction files it writes.
+    ``callbacks`` are Lightning callbacks added to the run's own. The run seeds the random generators
+    from ``run.seed``; the caller's random state (Python, NumPy, torch) is given back when it returns.
+    A ``fit`` holds its run folder while it runs: a second fit into it is refused.
     """
+    held = run_folder_lock(run_dir(cfg)) if verb == "fit" else contextlib.nullcontext()
+    with caller_rng_state(), held:
+        return _run(verb, cfg, callbacks)
+
+
+def _run(verb: str, cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> dict[str, float]:
     if verb not in ("fit", "validate", "test"):
         raise ValueError(f"run() runs fit, validate or test, not {verb!r} (predict: builder.predict)")
     if verb == "test" and cfg.data.name == "pretrain":
@@ -627,7 +652,7 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
         # a fine-tuning recipe's init.checkpoint has no trained head: scoring it would mean nothing
         raise ConfigError(f"`gptkit {verb}` needs a checkpoint of the run: add ckpt_path=best (or last, or "
                           "PATH of a .ckpt file)")
-    c = build(cfg, verb)
+    c = build(cfg, verb, callbacks)
     if verb == "fit":
         c.datamodule.prepare_data()
         c.datamodule.setup("fit")
@@ -650,7 +675,9 @@ def run(verb: str, cfg: DictConfig) -> dict[str, float]:
                                      verbose=False)
     metrics = {k: float(v) for k, v in c.trainer.callback_metrics.items() if v.numel() == 1}
     if verb in ("validate", "test") and rank_zero_only.rank == 0:
-        write_results(c.run_dir, verb, metrics)
+        step = c.module.resumed_from["step"] if c.module.resumed_from else None
+        path = write_results(c.run_dir, verb, metrics, ckpt_path or cfg.init.checkpoint, step)
+        log(f"{verb} results -> {path}")
     return metrics
 
 
@@ -669,17 +696,26 @@ def checkpoint_must_fit(ckpt_path: str | None):
         ) from None
 
 
-def write_results(rdir: Path, verb: str, metrics: dict[str, float]) -> Path:
+def write_results(rdir: Path, verb: str, metrics: dict[str, float], checkpoint: str | None, step: int | None) -> Path:
+    """``<run dir>/results/<verb>.json``: the metrics, and the checkpoint (and its update) they score."""
     from gptkit.tasks.glue import RESULTS_DIR
 
     path = rdir / RESULTS_DIR / f"{verb}.json"
-    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    record = {"checkpoint": str(Path(checkpoint).expanduser().resolve()) if checkpoint else None, "step": step,
+              "metrics": dict(sorted(metrics.items()))}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return path
 
 
 def predict(cfg: DictConfig) -> list[Path]:
     """Test-set predictions of a fine-tuned checkpoint, one ``index<TAB>prediction`` file per test
-    split, named as GLUE submissions expect (``SST-2.tsv``, ``MNLI-m.tsv`` ...)."""
+    split, named as GLUE submissions expect (``SST-2.tsv``, ``MNLI-m.tsv`` ...). The caller's random
+    state is given back, as by :func:`run`."""
+    with caller_rng_state():
+        return _predict(cfg)
+
+
+def _predict(cfg: DictConfig) -> list[Path]:
     from gptkit.tasks.glue import PREDICTIONS_DIR
 
     if cfg.data.name == "pretrain":

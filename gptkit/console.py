@@ -20,10 +20,14 @@ class _DropTips(logging.Filter):
         return "💡 Tip" not in record.getMessage()
 
 
+_DROP_TIPS = _DropTips()
+
+
 def quiet_libraries() -> None:
-    """Drop advertising and deprecation noise that says nothing about the user's run."""
+    """Drop advertising and deprecation noise that says nothing about the user's run (once per process:
+    a script running many fits adds nothing more; ``warnings`` replaces a repeated filter itself)."""
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropTips())
+        logging.getLogger(name).addFilter(_DROP_TIPS)  # (a filter already there is not added twice)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # gptkit decides what a run folder's checkpoints mean (resume, or run.overwrite=true): not a surprise

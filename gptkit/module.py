@@ -86,7 +86,7 @@ class GPTModule(pl.LightningModule):
         self.flops_per_token: float | None = None
         self.flops_per_batch: float | None = None
         self.nonfinite_skipped = 0  # batches skipped for a NaN/inf loss (objective.nonfinite=skip)
-        # the update and optim.* settings of the checkpoint a fit resumes (on_load_checkpoint), else None
+        # the update and hyper-parameters of the checkpoint a fit resumes (on_load_checkpoint), else None
         self.resumed_from: dict | None = None
 
     # -- fine-tuning ------------------------------------------------------------------------------
@@ -302,10 +302,22 @@ class GPTModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.resumed_from = {"step": int(checkpoint.get("global_step", 0)),
-                             "optim": checkpoint.get("hyper_parameters", {}).get("optim") or {}}
+                             "hparams": checkpoint.get("hyper_parameters") or {}}
+
+    def resumed_changes(self) -> list[str]:
+        """The training settings this run has and the checkpoint it resumes was trained with otherwise
+        (``optim.*``, ``objective.*`` and the dropouts), as ``key=new (the checkpoint's: old)``."""
+        theirs, mine = self.resumed_from["hparams"], self.hparams
+        pairs = [(f"{section}.{k}", v, (theirs.get(section) or {}).get(k, v))
+                 for section in ("optim", "objective") for k, v in (mine.get(section) or {}).items()]
+        pairs += [(f"model.{k}", mine.model[k], (theirs.get("model") or {}).get(k, mine.model[k]))
+                  for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop") if k in mine.model]
+        if self.head is not None:
+            pairs.append(("model.clf_pdrop", mine.head_dropout, theirs.get("head_dropout", mine.head_dropout)))
+        return [f"{key}={new} (the checkpoint's: {old})" for key, new, old in pairs if new != old]
 
     def on_train_start(self) -> None:
-        """A resumed fit trains with the recipe's optimizer settings, and says what changed.
+        """A resumed fit trains with the recipe's settings, and says which differ from the checkpoint's.
 
         Lightning restores the checkpoint's optimizer (its lr, betas, eps, weight decay, fused) and the
         schedule's peak lr over the ones this run was configured with; they are set back here, so that
@@ -318,10 +330,8 @@ class GPTModule(pl.LightningModule):
             return
         optimizer, o = self.trainer.optimizers[0], self.hparams.optim
         group = optimizer.param_groups[0]  # the decayed weights (gptkit.optim.param_groups)
-        theirs = self.resumed_from["optim"]
-        changed = [k for k in o if k in theirs and theirs[k] != o[k]]
-        if changed:
-            log("resuming with " + ", ".join(f"optim.{k}={o[k]} (the checkpoint's: {theirs[k]})" for k in changed))
+        if changed := self.resumed_changes():
+            log("resuming with " + ", ".join(changed))
         step = scheduler.last_epoch
         rate = o["lr"] * scheduler.lr_lambdas[0](step)
         if not math.isclose(group["lr"], rate, rel_tol=1e-6, abs_tol=1e-12):

@@ -20,12 +20,15 @@ The data order's position is saved by :class:`gptkit.data.sampler.ResumableDataL
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import random
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +36,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from gptkit.console import log
-from gptkit.errors import CheckpointError, GptkitError
+from gptkit.errors import CheckpointError, ConfigError, GptkitError
 from gptkit.outputs import atomic_file, atomic_write_text
 
 
@@ -131,6 +135,17 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextlib.contextmanager
+def caller_rng_state() -> Iterator[None]:
+    """Give the caller's random state back after a run, which seeds every generator from ``run.seed``
+    (a script drawing settings at random between runs would otherwise draw the same ones each time)."""
+    state = collect_rng_state()
+    try:
+        yield
+    finally:
+        restore_rng_state(state)
+
+
 class RNGState(pl.Callback):
     """Saves the random generators' states in checkpoints and restores them when training resumes.
 
@@ -209,10 +224,21 @@ class LastCheckpoint(ModelCheckpoint):
     """``last.ckpt``: periodically (its ``every_n_train_steps``, or at validation) and when training
     ends, so that after a finished ``gptkit fit`` it always holds the final update."""
 
+    # Lightning 2.6 writes last.ckpt at validation only when this callback also saved a top-k checkpoint
+    # there, and this one keeps none (save_top_k=0): without every_n_train_steps, last.ckpt would wait for
+    # the end of training. It is written where BestCheckpoint saves, and after it (checkpoint callbacks
+    # run in their order), so that it records the best checkpoint: at the end of the validation, or at
+    # the end of the epoch when the validation is the epoch's last step (Lightning then also counts
+    # the epoch as done in the checkpoint, so a resume does not run its end again).
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Lightning 2.6 writes last.ckpt at validation only when this callback also saved a top-k
-        # checkpoint there, and this one keeps none (save_top_k=0): without every_n_train_steps,
-        # last.ckpt would then wait for the end of training.
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_at_validation(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_at_validation(trainer)
+
+    def _save_last_at_validation(self, trainer: pl.Trainer) -> None:
         if self._every_n_train_steps < 1 and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
@@ -252,10 +278,45 @@ class RunFolder(pl.Callback):
             return
         for name in self.replace:  # run.overwrite=true: the earlier run's checkpoints and their results go now
             shutil.rmtree(self.folder / name, ignore_errors=True)
+        if self.replace:  # and its TensorBoard curves (this run's own version is open already)
+            own = Path(trainer.logger.log_dir).resolve() if trainer.logger is not None else None
+            for version in (self.folder / "tensorboard").glob("version_*"):
+                if version.resolve() != own:
+                    shutil.rmtree(version, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(self.folder / "tokenizer.json")
         if not trainer.ckpt_path:
             self._write_config()
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder: Path) -> Iterator[None]:
+    """Hold a run folder for one ``fit``: another fit into it (the same run.name, started before this
+    one ends: a sweep launched twice, a job array with a repeated name) is refused instead of mixing
+    its checkpoints and config.yaml with this one's. An ``flock``, so a process that dies holds nothing;
+    taken by the first process only (the others of a DDP run belong to the same fit). A fit that fails
+    before writing anything leaves no folder behind."""
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a") as fh:  # (left empty: a failed fit changes nothing in the folder)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"run folder {folder} is in use by another `gptkit fit` that has not ended; wait for "
+                              "it, or give this run its own run.name") from None
+        try:
+            yield
+        finally:
+            if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:  # nothing else was written
+                (folder / LOCK_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def last_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
@@ -354,11 +415,28 @@ class Preemption(pl.Callback):
         self._pending = HostCopy(flag)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore_handlers(trainer)
+
+    def _restore_handlers(self, trainer: pl.Trainer) -> None:
+        # Lightning snapshots every handler when fit starts (ours included) and puts the snapshot back when
+        # the fit ends, also after an exception: the snapshot gets the caller's handlers too
+        snapshot = getattr(trainer._signal_connector, "_original_handlers", {})
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+            handler = previous if previous is not None else signal.SIG_DFL
+            signal.signal(signum, handler)
+            if signum in snapshot:
+                snapshot[signum] = handler
         self._previous = {}
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Lightning calls no teardown after an exception: the caller's handlers come back here (a script
+        # that runs fits in a loop keeps its Ctrl-C after one that failed)
+        try:
+            self._save_on_stop(trainer, exception)
+        finally:
+            self._restore_handlers(trainer)
+
+    def _save_on_stop(self, trainer: pl.Trainer, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
             return  # errors do not write checkpoints: the last good one stays `last`
         if self.signum is None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO, run_cli
 from finetune_helpers import GLUE, SAMPLES, tiny_tokenizer
 
@@ -30,7 +32,21 @@ def test_fit_reports_data_and_validates(finetuned):
     assert "val/acc" in out.stderr
     ckpts = sorted(p.name for p in (cwd / "runs" / "sst2" / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and any(c.startswith("best-") and "val_acc" in c for c in ckpts)
+    # last.ckpt is written after the epoch's best checkpoint, so it knows it (and a resume keeps it as best)
+    last = torch.load(cwd / "runs" / "sst2" / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)
+    best = next(state for key, state in last["callbacks"].items() if key.startswith("BestCheckpoint"))
+    assert Path(best["best_model_path"]).name == next(c for c in ckpts if c.startswith("best-"))
     assert "mode: null" in (cwd / "runs" / "sst2" / "config.yaml").read_text()  # reusable with another monitor
+
+
+def test_resuming_the_finished_run_trains_and_writes_nothing(finetuned):
+    cwd, args, _ = finetuned
+    folder = cwd / "runs" / "sst2"
+    before = {p: p.read_bytes() for p in [folder / "config.yaml", *(folder / "checkpoints").iterdir()]}
+    again = run_cli("fit", *args, "ckpt_path=last", "objective.lm_coef=0", cwd=cwd)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing to train" in again.stderr and "before its first validation" not in again.stderr
+    assert {p: p.read_bytes() for p in [folder / "config.yaml", *(folder / "checkpoints").iterdir()]} == before
 
 
 def test_test_predict_and_glue(finetuned):
@@ -39,7 +55,10 @@ def test_test_predict_and_glue(finetuned):
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert "test/acc" in tested.stdout and "dev set" in tested.stderr  # GLUE test labels are private
     results = json.loads((cwd / "runs" / "sst2" / "results" / "test.json").read_text())
-    assert 0.0 <= results["test/acc"] <= 1.0
+    assert 0.0 <= results["metrics"]["test/acc"] <= 1.0
+    best = next((cwd / "runs" / "sst2" / "checkpoints").glob("best-*.ckpt"))
+    assert results["checkpoint"] == str(best.resolve())  # what the metrics score
+    assert results["step"] == torch.load(best, weights_only=True, mmap=True)["global_step"]
     predicted = run_cli("predict", *args, "ckpt_path=best", cwd=cwd)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     lines = (cwd / "runs" / "sst2" / "predictions" / "SST-2.tsv").read_text().splitlines()
@@ -72,7 +91,8 @@ def test_multiple_choice_from_a_checkpoint_with_n_transfer(finetuned):
             "init.checkpoint=runs/sst2/checkpoints/last.ckpt", "init.n_transfer=1", "data.subset=all"]
     out = run_cli("fit", *race, cwd=cwd)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "(embeddings + 1 blocks)" in out.stderr and "truncated to n_ctx=64" in out.stderr
+    assert "(embeddings + 1 blocks); 1 of the model's 2 blocks (model.n_layer) start from random weights" in out.stderr
+    assert "truncated to n_ctx=64" in out.stderr
     assert "val/acc_middle" in out.stderr and "val/acc_high" in out.stderr
 
 

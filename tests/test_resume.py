@@ -5,6 +5,7 @@ epoch boundaries and stop mid-epoch), with dropout on, validation and periodic c
 """
 
 import os
+import shutil
 import signal
 
 import pytest
@@ -118,13 +119,30 @@ def test_resuming_with_other_optimizer_settings_takes_them(corpus, baseline, cap
     with pytest.raises(Preempted):
         fit(args, Record(13, "sigterm"))
     second = Record()
-    fit([*args, "optim.lr=1.5e-3", "optim.eps=1e-6", "ckpt_path=last"], second)  # the baseline's: 3e-3, 1e-8
+    fit([*args, "optim.lr=1.5e-3", "optim.eps=1e-6", "objective.nonfinite=skip", "model.resid_pdrop=0.05",
+         "ckpt_path=last"], second)  # the baseline's: 3e-3, 1e-8, stop, 0.1
     err = capsys.readouterr().err
-    assert "resuming with optim.lr=0.0015 (the checkpoint's: 0.003), optim.eps=1e-06 (the checkpoint's: 1e-08)" in err
+    assert ("resuming with optim.lr=0.0015 (the checkpoint's: 0.003), optim.eps=1e-06 (the checkpoint's: 1e-08), "
+            "objective.nonfinite=skip (the checkpoint's: stop), model.resid_pdrop=0.05 (the checkpoint's: 0.1)") in err
     assert "resuming at update 13: the learning rate goes from" in err
     for step in range(14, N_STEPS + 1):
         assert second.lrs[step] == pytest.approx(baseline.lrs[step] / 2, rel=1e-9), step
     assert "lr: 0.0015" in (root / "runs" / "lower-lr" / "config.yaml").read_text()  # what took effect
+
+
+def test_resuming_a_finished_run_writes_nothing(corpus, baseline, tmp_path):
+    """`ckpt_path=last` (or auto) on a run that has reached trainer.max_steps trains nothing, and leaves
+    its checkpoints and config.yaml as they are, even with other settings on the command line."""
+    root, path = corpus
+    folder = tmp_path / "runs" / "finished"
+    shutil.copytree(root / "runs" / "baseline", folder)
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
+    record = Record()
+    fit([*tiny_args(path, root, "finished"), f"run.dir={tmp_path / 'runs'}", "optim.lr=1e-3", "objective.lm_coef=0",
+         "ckpt_path=last"], record)
+    assert record.losses == {}
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
+    assert after == before
 
 
 def test_sampler_splits_between_processes_like_one_process():

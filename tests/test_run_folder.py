@@ -66,9 +66,12 @@ def test_overwrite_replaces_the_earlier_run_only_once_training_starts(work):
     assert snapshot(folder) == before  # checkpoints, config.yaml and tokenizer.json untouched
 
     train.write_text(good)
+    assert [v.name for v in (folder / "tensorboard").iterdir()] == ["version_0"]
     run("fit", load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", "run.overwrite=true", "trainer.max_steps=6")))
     assert not (folder / "checkpoints" / "best-step99-val_acc0.1234.ckpt").exists()
     assert not (folder / "results").exists() and not (folder / "predictions").exists()
+    [version] = (folder / "tensorboard").iterdir()  # the new run's curves only
+    assert version.name == "version_1" and any(version.glob("events.out.tfevents.*"))
     assert "max_steps: 6" in (folder / "config.yaml").read_text()
 
 
@@ -205,3 +208,38 @@ def test_init_checkpoint_mismatches_are_refused(work):
                                               r"tokenizer the checkpoint was trained with"):
         build(load_config(str(RECIPES / "cola.yaml"), args(work / "glue", f"init.checkpoint={last}",
                                                            f"tokenizer.path={work / 'bigger.json'}")))
+
+
+def test_a_fit_holds_its_run_folder(work, tmp_path):
+    """A second fit into a run folder whose fit has not ended is refused (a sweep started twice would mix
+    their checkpoints); the hold ends with the fit, and a fit that fails before writing leaves no folder."""
+    from gptkit.errors import ConfigError
+    from gptkit.reliability import run_folder_lock
+
+    folder = work / "runs" / "sst2"
+    before = snapshot(folder)
+    cfg = load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", "ckpt_path=last", "trainer.max_steps=6"))
+    with run_folder_lock(folder):  # another fit of this run, still training
+        with pytest.raises(ConfigError, match=r"run folder .*sst2 is in use by another `gptkit fit` that has not ended"):
+            run("fit", cfg)
+        assert snapshot(folder) == before
+    run("fit", cfg)  # once it has ended: resumes
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 6
+
+    fresh = tmp_path / "runs" / "new"
+    with pytest.raises(RuntimeError, match="failed"), run_folder_lock(fresh):
+        raise RuntimeError("failed")
+    assert not fresh.exists()
+
+
+def test_an_evaluation_writes_into_the_run_folder_of_its_checkpoint(work, capsys):
+    """`validate` / `test` of a checkpoint given by path put their results beside it, whatever run.name
+    the recipe has (a sweep scoring many runs' checkpoints with one recipe would overwrite one file)."""
+    last = work / "runs" / "sst2" / "checkpoints" / "last.ckpt"
+    metrics = run("validate", load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", "run.name=elsewhere",
+                                                                           f"ckpt_path={last}")))
+    written = work / "runs" / "sst2" / "results" / "validate.json"
+    assert f"validate results -> {written}" in capsys.readouterr().err
+    record = json.loads(written.read_text())
+    assert record == {"checkpoint": str(last.resolve()), "step": 4, "metrics": metrics}
+    assert not (work / "runs" / "elsewhere").exists()

@@ -379,6 +379,8 @@ def _run_metrics(run_dir: Path, task: str) -> dict[str, float]:
                 raw = json.loads(path.read_text(encoding="utf-8"))
             except (ValueError, OSError) as exc:
                 raise DataError(f"{path} is not a JSON object of metric values ({exc})") from None
+            if isinstance(raw, dict) and isinstance(raw.get("metrics"), dict):
+                raw = raw["metrics"]  # {"checkpoint", "step", "metrics"}; older files hold the metrics alone
             if not isinstance(raw, dict):
                 raise DataError(f"{path} is not a JSON object of metric values (found {type(raw).__name__})")
             metrics = {k: _metric_value(path, k, v) for k, v in raw.items()}
