@@ -310,6 +310,9 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
         except BlockingIOError:
             raise ConfigError(f"run folder {folder} is in use by another `gptkit fit` that has not ended; wait for "
                               "it, or give this run its own run.name") from None
+        except OSError as exc:  # a file system without locks (Lustre mounted with noflock, some NFS)
+            log(f"warning: cannot lock run folder {folder} ({exc.strerror or exc}): a second fit into it at the "
+                "same time would not be noticed")
         try:
             yield
         finally:
