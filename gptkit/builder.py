@@ -477,6 +477,9 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
             dirpath=rdir / "checkpoints", filename=f"best-step{{step}}-{monitor_name}{{{c.monitor}:.4f}}",
             monitor=c.monitor, mode=checkpoint_mode(cfg), save_top_k=c.save_top_k, auto_insert_metric_name=False,
             legacy_every_n_train_steps=c.every_n_train_steps,
+            # a resumed run that saves at an update the stopped run had saved at replaces that file (the same
+            # update, left untracked by the checkpoint it resumed), rather than keeping it beside a -v1 copy
+            enable_version_counter=False,
         ),
         # last.ckpt every checkpoint.every_n_train_steps (null: at each validation) and at the end. Apart, because
         # Lightning defers a monitoring callback's periodic saves until the monitored metric exists.
@@ -545,7 +548,7 @@ def build(cfg: DictConfig, verb: str = "fit", callbacks: Sequence[pl.Callback] =
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls left outside autocast
     ckpt_path = resolve_ckpt_path(cfg)
-    rdir = run_dir(cfg) if verb == "fit" else evaluation_dir(cfg, ckpt_path)
+    rdir = run_dir(cfg) if verb == "fit" else evaluation_dir(cfg, ckpt_path or cfg.init.checkpoint)
     if cfg.init.checkpoint and not Path(cfg.init.checkpoint).expanduser().exists():
         raise CheckpointError(
             f"init.checkpoint {cfg.init.checkpoint} does not exist; give a gptkit .ckpt file (e.g. "
@@ -675,9 +678,13 @@ def _run(verb: str, cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> dict[s
                                      verbose=False)
     metrics = {k: float(v) for k, v in c.trainer.callback_metrics.items() if v.numel() == 1}
     if verb in ("validate", "test") and rank_zero_only.rank == 0:
-        step = c.module.resumed_from["step"] if c.module.resumed_from else None
-        path = write_results(c.run_dir, verb, metrics, ckpt_path or cfg.init.checkpoint, step)
+        scored = ckpt_path or cfg.init.checkpoint
+        path = write_results(c.run_dir, verb, metrics, scored)
         log(f"{verb} results -> {path}")
+        outside = scored and Path(scored).expanduser().resolve().parent != (c.run_dir / "checkpoints").resolve()
+        if outside and cfg.data.name != "pretrain":
+            log(f"note: {scored} is not one of run folder {c.run_dir}'s checkpoints, but `gptkit glue` will read these "
+                "results as that run's")
     return metrics
 
 
@@ -696,13 +703,15 @@ def checkpoint_must_fit(ckpt_path: str | None):
         ) from None
 
 
-def write_results(rdir: Path, verb: str, metrics: dict[str, float], checkpoint: str | None, step: int | None) -> Path:
+def write_results(rdir: Path, verb: str, metrics: dict[str, float], checkpoint: str | None) -> Path:
     """``<run dir>/results/<verb>.json``: the metrics, and the checkpoint (and its update) they score."""
+    from gptkit.checkpoint import load_ckpt
     from gptkit.tasks.glue import RESULTS_DIR
 
     path = rdir / RESULTS_DIR / f"{verb}.json"
-    record = {"checkpoint": str(Path(checkpoint).expanduser().resolve()) if checkpoint else None, "step": step,
-              "metrics": dict(sorted(metrics.items()))}
+    source = Path(checkpoint).expanduser().resolve() if checkpoint else None
+    step = load_ckpt(source, mmap=True).get("global_step") if source and source.is_file() else None  # (a folder: none)
+    record = {"checkpoint": str(source) if source else None, "step": step, "metrics": dict(sorted(metrics.items()))}
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return path
 
@@ -748,10 +757,12 @@ def fit_or_stop(c: Components, ckpt_path: str | None) -> None:
     """``trainer.fit``; a preemption signal becomes :class:`~gptkit.reliability.Preempted` once saved."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from gptkit.reliability import Preemption, preemption_message
+    from gptkit.reliability import Interrupted, Preemption, preemption_message
 
     try:
         c.trainer.fit(c.module, datamodule=c.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except Interrupted:  # a second Ctrl-C (Lightning has cleaned up)
+        raise KeyboardInterrupt from None
     except SIGTERMException:
         callback = next(cb for cb in c.trainer.callbacks if isinstance(cb, Preemption))
         raise preemption_message(c.trainer, callback) from None

@@ -55,6 +55,12 @@ class Preempted(GptkitError):
         self.exit_code = 128 + signum
 
 
+class Interrupted(BaseException):
+    """A second Ctrl-C during a fit: stop at once, without saving. Not a ``KeyboardInterrupt`` while it
+    passes through Lightning, which would turn that into ``sys.exit(1)``; ``fit_or_stop`` raises it
+    on as one."""
+
+
 class HostCopy:
     """A small device tensor's value, brought to the host without making the host wait for the device.
 
@@ -226,17 +232,24 @@ class LastCheckpoint(ModelCheckpoint):
 
     # Lightning 2.6 writes last.ckpt at validation only when this callback also saved a top-k checkpoint
     # there, and this one keeps none (save_top_k=0): without every_n_train_steps, last.ckpt would wait for
-    # the end of training. It is written where BestCheckpoint saves, and after it (checkpoint callbacks
-    # run in their order), so that it records the best checkpoint: at the end of the validation, or at
-    # the end of the epoch when the validation is the epoch's last step (Lightning then also counts
-    # the epoch as done in the checkpoint, so a resume does not run its end again).
+    # the end of training. It is written at the end of each validation, after BestCheckpoint's save
+    # (checkpoint callbacks run in their order), so that it records the best checkpoint; except for a
+    # validation on the epoch's last batch when Lightning has BestCheckpoint save at the epoch's end:
+    # last.ckpt then follows at the epoch's end too (and Lightning counts the epoch as done in it, so a
+    # resume does not run the epoch's end again).
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._save_last_at_validation(trainer)
+        if self._should_save_on_train_epoch_end(trainer) and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        self._save_last_at_validation(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._should_save_on_train_epoch_end(trainer):
             self._save_last_at_validation(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the checkpoint a fit resumes holds this update already: a resume that trains nothing writes nothing
+        if trainer.ckpt_path:
+            self._last_global_step_saved = trainer.global_step
 
     def _save_last_at_validation(self, trainer: pl.Trainer) -> None:
         if self._every_n_train_steps < 1 and not self._should_skip_saving_checkpoint(trainer):
@@ -302,7 +315,7 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
     if rank_zero_only.rank != 0:
         yield
         return
-    created = not folder.exists()
+    created = [f for f in (folder, *folder.parents) if not f.exists()]  # the run folder and any above it
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOCK_FILE, "a") as fh:  # (left empty: a failed fit changes nothing in the folder)
         try:
@@ -318,8 +331,9 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
         finally:
             if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:  # nothing else was written
                 (folder / LOCK_FILE).unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+                with contextlib.suppress(OSError):  # (stops at the first folder that is not empty)
+                    for made in created:
+                        made.rmdir()
 
 
 def last_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
@@ -384,7 +398,7 @@ class Preemption(pl.Callback):
     def _make_handler(self, trainer: pl.Trainer):
         def handler(signum, frame):
             if self.signum == signal.SIGINT and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # the second Ctrl-C: stop now
+                raise Interrupted  # the second Ctrl-C: stop now
             first = self.signum is None
             self.signum = signum
             # only SLURM's requeue signal requeues: `scancel` and other stops send SIGTERM

@@ -1,6 +1,7 @@
 """End to end: the real `gptkit fit` on real news text, then `gptkit generate`, resume and evaluate."""
 
 import glob
+import json
 
 import pytest
 import torch
@@ -77,8 +78,11 @@ def test_refuses_to_overwrite_then_resumes_and_validates(trained):
     assert "resuming at update 80: the learning rate goes from 0 (the checkpoint's) to" in resumed.stderr
     # the resumed run's curves continue in the run's TensorBoard version
     assert [p.name for p in (cwd / "runs" / "e2e" / "tensorboard").iterdir()] == ["version_0"]
-    idle = run_cli("fit", *ARGS, "trainer.max_steps=90", "ckpt_path=last", cwd=cwd)
+    folder = cwd / "runs" / "e2e"
+    before = {p: p.read_bytes() for p in [folder / "config.yaml", *(folder / "checkpoints").iterdir()]}
+    idle = run_cli("fit", *ARGS, "trainer.max_steps=90", "optim.lr=5e-4", "ckpt_path=last", cwd=cwd)
     assert idle.returncode == 0 and "nothing to train: " in idle.stderr and "is at update 90" in idle.stderr
+    assert {p: p.read_bytes() for p in [folder / "config.yaml", *(folder / "checkpoints").iterdir()]} == before
     val = run_cli("validate", *ARGS, "ckpt_path=last", cwd=cwd)
     assert val.returncode == 0, val.stderr[-2000:]
     assert "val/loss" in val.stdout and "val/ppl" in val.stdout
@@ -100,6 +104,17 @@ def test_evaluating_takes_the_checkpoints_tokenizer(trained):
     lines = val.stdout.splitlines()  # nothing but one name<TAB>value line per metric
     assert {line.split("\t")[0] for line in lines} >= {"val/loss", "val/ppl"}
     assert all(len(line.split("\t")) == 2 and float(line.split("\t")[1]) > 0 for line in lines), val.stdout
+
+
+def test_validating_an_init_checkpoint_writes_into_its_run_folder(trained):
+    cwd, _ = trained
+    last = cwd / "runs" / "e2e" / "checkpoints" / "last.ckpt"
+    val = run_cli("validate", *ARGS, "run.name=other", f"init.checkpoint={last}", cwd=cwd)
+    assert val.returncode == 0, val.stderr[-2000:]
+    record = json.loads((cwd / "runs" / "e2e" / "results" / "validate.json").read_text())
+    assert record["checkpoint"] == str(last.resolve())
+    assert record["step"] == torch.load(last, weights_only=True, mmap=True)["global_step"]
+    assert not (cwd / "runs" / "other").exists()
 
 
 @pytest.mark.parametrize("verb", ["export", "generate"])

@@ -75,3 +75,18 @@ def test_the_callers_random_state_and_ctrl_c_come_back(cfg_for):
         assert signal.getsignal(signal.SIGINT) is handler  # not gptkit's stop-at-the-next-update handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_second_ctrl_c_stops_at_once(cfg_for, tmp_path):
+    """The first Ctrl-C asks for a stop at the next update; a second one stops now, as a KeyboardInterrupt
+    (the CLI: `interrupted`, status 130), not as the sys.exit(1) Lightning makes of one."""
+    class Twice(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 2:
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        run("fit", cfg_for("twice"), callbacks=[Twice()])
+    assert not (tmp_path / "runs" / "twice" / "checkpoints").exists()  # nothing saved
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

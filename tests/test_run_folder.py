@@ -226,10 +226,10 @@ def test_a_fit_holds_its_run_folder(work, tmp_path):
     run("fit", cfg)  # once it has ended: resumes
     assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 6
 
-    fresh = tmp_path / "runs" / "new"
+    fresh = tmp_path / "typo" / "runs" / "new"
     with pytest.raises(RuntimeError, match="failed"), run_folder_lock(fresh):
         raise RuntimeError("failed")
-    assert not fresh.exists()
+    assert not (tmp_path / "typo").exists()  # nor the run.dir it would have made
 
 
 def test_an_evaluation_writes_into_the_run_folder_of_its_checkpoint(work, capsys):

@@ -115,3 +115,16 @@ def test_glue_report_collects_scores_and_submission(tmp_path):
     assert len(missing) == 1 and "MNLI-mm.tsv" in missing[0]
     with pytest.raises(DataError, match="not a gptkit run folder"):
         glue_report([tmp_path / "nothing"])
+
+
+def test_glue_reads_results_with_their_checkpoint_and_notes_a_foreign_one(tmp_path, capsys):
+    from gptkit.tasks.glue import read_run_results
+
+    own = tmp_path / "sst2" / "checkpoints" / "best-step9-val_acc0.9000.ckpt"
+    run = _fake_run(tmp_path / "sst2", "sst2", {"checkpoint": str(own), "step": 9, "metrics": {"test/acc": 0.9}})
+    assert read_run_results(run) == ("sst2", {"test/acc": 0.9})
+    assert "note:" not in capsys.readouterr().err
+    other = _fake_run(tmp_path / "cola", "cola", {"checkpoint": "/elsewhere/m.ckpt", "step": 3,
+                                                  "metrics": {"test/mcc": 0.4}})
+    assert read_run_results(other) == ("cola", {"test/mcc": 0.4})
+    assert "scores /elsewhere/m.ckpt, a checkpoint from outside run folder" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryF1Score, BinaryMatthewsCorrCoef, MulticlassAccuracy
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
+from gptkit.console import log
 from gptkit.errors import DataError
 from gptkit.outputs import atomic_write_bytes, atomic_write_text
 from gptkit.tasks.base import (
@@ -380,7 +381,10 @@ def _run_metrics(run_dir: Path, task: str) -> dict[str, float]:
             except (ValueError, OSError) as exc:
                 raise DataError(f"{path} is not a JSON object of metric values ({exc})") from None
             if isinstance(raw, dict) and isinstance(raw.get("metrics"), dict):
-                raw = raw["metrics"]  # {"checkpoint", "step", "metrics"}; older files hold the metrics alone
+                scored = raw.get("checkpoint")  # {"checkpoint", "step", "metrics"}; older files hold the metrics alone
+                if isinstance(scored, str) and Path(scored).parent != (run_dir / "checkpoints").resolve():
+                    log(f"note: {path} scores {scored}, a checkpoint from outside run folder {run_dir}")
+                raw = raw["metrics"]
             if not isinstance(raw, dict):
                 raise DataError(f"{path} is not a JSON object of metric values (found {type(raw).__name__})")
             metrics = {k: _metric_value(path, k, v) for k, v in raw.items()}
