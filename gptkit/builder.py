@@ -26,7 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 from gptkit.config import check_mode, check_pretrain_monitor, monitor_mode, to_yaml
 from gptkit.console import log, quiet_libraries
 from gptkit.errors import CheckpointError, ConfigError, DataError
-from gptkit.outputs import atomic_write_text
+from gptkit.outputs import (
+    CHECKPOINTS_DIR,
+    PREDICTIONS_DIR,
+    RESULTS_DIR,
+    TENSORBOARD_DIR,
+    checkpoint_run_folder,
+    write_results,
+)
 from gptkit.reliability import RunFolder, caller_rng_state, run_folder_lock
 from gptkit.tokenizer import SPECIAL_TOKENS, Tokenizer
 
@@ -50,11 +57,8 @@ def evaluation_dir(cfg: DictConfig, ckpt_path: str | None) -> Path:
     """Where ``validate``, ``test`` and ``predict`` write: the run folder of the checkpoint they score
     (the folder above its ``checkpoints/``, with the run's ``config.yaml``), so a checkpoint of another
     run does not put its results into the recipe's run folder; ``run.dir/run.name`` otherwise."""
-    if ckpt_path:
-        folder = Path(ckpt_path).expanduser().resolve().parent
-        if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file():
-            return folder.parent
-    return run_dir(cfg)
+    folder = checkpoint_run_folder(ckpt_path) if ckpt_path else None
+    return folder if folder is not None and (folder / "config.yaml").is_file() else run_dir(cfg)
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -349,10 +353,12 @@ def init_from(module, checkpoint: str, n_transfer: int | None) -> None:
         keys = module.load_pretrained(state, n_transfer)
     except CheckpointError as exc:
         raise CheckpointError(f"init.checkpoint {checkpoint}: {exc}") from None
-    fresh = max(0, mine.n_layer - (ckpt_config.n_layer if n_transfer is None else n_transfer))
-    log(f"initialised {len(keys)} backbone tensors from {checkpoint}"
-        + (f" (embeddings + {n_transfer} blocks)" if n_transfer is not None else "")
-        + (f"; {fresh} of the model's {mine.n_layer} blocks (model.n_layer) start from random weights" if fresh else ""))
+    message = f"initialised {len(keys)} backbone tensors from {checkpoint}"
+    if n_transfer is not None:
+        message += f" (embeddings + {n_transfer} blocks)"
+    if fresh := max(0, mine.n_layer - (ckpt_config.n_layer if n_transfer is None else n_transfer)):
+        message += f"; {fresh} of the model's {mine.n_layer} blocks (model.n_layer) start from random weights"
+    log(message)
 
 
 ARCHITECTURE = ("n_layer", "n_head", "n_embd", "n_ctx", "n_inner")
@@ -504,7 +510,7 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
 
 def tensorboard_version(rdir: Path, resume: bool) -> int | None:
     """The run's latest TensorBoard version (``tensorboard/version_N``) when resuming, else None (a new one)."""
-    versions = [int(m.group(1)) for p in (rdir / "tensorboard").glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    versions = [int(m.group(1)) for p in (rdir / TENSORBOARD_DIR).glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
     return max(versions) if resume and versions else None
 
 
@@ -526,7 +532,7 @@ def build_trainer(cfg: DictConfig, rdir: Path, extra_callbacks: list[pl.Callback
         return pl.Trainer(
             **kwargs,
             default_root_dir=str(rdir),
-            logger=TensorBoardLogger(save_dir=str(rdir), name="tensorboard", version=tensorboard_version(rdir, resume))
+            logger=TensorBoardLogger(save_dir=str(rdir), name=TENSORBOARD_DIR, version=tensorboard_version(rdir, resume))
             if verb == "fit" else False,
             callbacks=[*callbacks, *extra_callbacks],
             plugins=[AtomicCheckpointIO()],  # temp file + fsync + rename; weights_only loading
@@ -563,7 +569,7 @@ def build(cfg: DictConfig, verb: str = "fit", callbacks: Sequence[pl.Callback] =
     if ckpt_path:
         check_checkpoint_task(ckpt_path, None if cfg.data.name == "pretrain" else cfg.data.name)
     # a fit that does not resume this run's own checkpoint must not mix with the ones already in its folder
-    own = ckpt_path is not None and Path(ckpt_path).resolve().parent == (rdir / "checkpoints").resolve()
+    own = ckpt_path is not None and checkpoint_run_folder(ckpt_path) == rdir.resolve()
     replace = verb == "fit" and not own and guard_run_dir(cfg, rdir)
     cfg = adopt_checkpoint_model(cfg, ckpt_path)
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
@@ -588,9 +594,7 @@ def build(cfg: DictConfig, verb: str = "fit", callbacks: Sequence[pl.Callback] =
     module = build_module(cfg, tokenizer, record)
     # The run folder is written when training starts (RunFolder): a fit that fails before leaves it as it
     # was. run.overwrite=true then removes the earlier run's checkpoints and what was made from them.
-    from gptkit.tasks.glue import PREDICTIONS_DIR, RESULTS_DIR
-
-    earlier = ("checkpoints", RESULTS_DIR, PREDICTIONS_DIR) if replace else ()
+    earlier = (CHECKPOINTS_DIR, RESULTS_DIR, PREDICTIONS_DIR) if replace else ()
     extra = [RunFolder(rdir, tokenizer, to_yaml(cfg), replace=earlier)] if verb == "fit" else []
     extra += list(callbacks)
     trainer = build_trainer(cfg, rdir, extra, verb, resume=own)
@@ -679,12 +683,11 @@ def _run(verb: str, cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> dict[s
     metrics = {k: float(v) for k, v in c.trainer.callback_metrics.items() if v.numel() == 1}
     if verb in ("validate", "test") and rank_zero_only.rank == 0:
         scored = ckpt_path or cfg.init.checkpoint
-        path = write_results(c.run_dir, verb, metrics, scored)
+        path = write_results(c.run_dir, verb, metrics, scored, checkpoint_step(scored))
         log(f"{verb} results -> {path}")
-        outside = scored and Path(scored).expanduser().resolve().parent != (c.run_dir / "checkpoints").resolve()
-        if outside and cfg.data.name != "pretrain":
-            log(f"note: {scored} is not one of run folder {c.run_dir}'s checkpoints, but `gptkit glue` will read these "
-                "results as that run's")
+        if scored and checkpoint_run_folder(scored) != c.run_dir.resolve():
+            log(f"note: {scored} is not a checkpoint of run folder {c.run_dir}; its results were written there all "
+                "the same")
     return metrics
 
 
@@ -703,17 +706,13 @@ def checkpoint_must_fit(ckpt_path: str | None):
         ) from None
 
 
-def write_results(rdir: Path, verb: str, metrics: dict[str, float], checkpoint: str | None) -> Path:
-    """``<run dir>/results/<verb>.json``: the metrics, and the checkpoint (and its update) they score."""
+def checkpoint_step(checkpoint: str | None) -> int | None:
+    """The update a ``.ckpt`` file was saved at; None for none, or for a pretrained-model folder."""
     from gptkit.checkpoint import load_ckpt
-    from gptkit.tasks.glue import RESULTS_DIR
 
-    path = rdir / RESULTS_DIR / f"{verb}.json"
-    source = Path(checkpoint).expanduser().resolve() if checkpoint else None
-    step = load_ckpt(source, mmap=True).get("global_step") if source and source.is_file() else None  # (a folder: none)
-    record = {"checkpoint": str(source) if source else None, "step": step, "metrics": dict(sorted(metrics.items()))}
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
-    return path
+    if not checkpoint or not Path(checkpoint).expanduser().is_file():
+        return None
+    return load_ckpt(Path(checkpoint).expanduser(), mmap=True).get("global_step")
 
 
 def predict(cfg: DictConfig) -> list[Path]:
@@ -725,8 +724,6 @@ def predict(cfg: DictConfig) -> list[Path]:
 
 
 def _predict(cfg: DictConfig) -> list[Path]:
-    from gptkit.tasks.glue import PREDICTIONS_DIR
-
     if cfg.data.name == "pretrain":
         raise ConfigError("`gptkit predict` needs a fine-tuning recipe (data.name set to a task, e.g. sst2)")
     ckpt_path = resolve_ckpt_path(cfg)

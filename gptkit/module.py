@@ -305,16 +305,16 @@ class GPTModule(pl.LightningModule):
                              "hparams": checkpoint.get("hyper_parameters") or {}}
 
     def resumed_changes(self) -> list[str]:
-        """The training settings this run has and the checkpoint it resumes was trained with otherwise
-        (``optim.*``, ``objective.*`` and the dropouts), as ``key=new (the checkpoint's: old)``."""
-        theirs, mine = self.resumed_from["hparams"], self.hparams
-        pairs = [(f"{section}.{k}", v, (theirs.get(section) or {}).get(k, v))
-                 for section in ("optim", "objective") for k, v in (mine.get(section) or {}).items()]
-        pairs += [(f"model.{k}", mine.model[k], (theirs.get("model") or {}).get(k, mine.model[k]))
-                  for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop") if k in mine.model]
-        if self.head is not None:
-            pairs.append(("model.clf_pdrop", mine.head_dropout, theirs.get("head_dropout", mine.head_dropout)))
-        return [f"{key}={new} (the checkpoint's: {old})" for key, new, old in pairs if new != old]
+        """The training settings that differ between this run and the checkpoint it resumes (``optim.*``,
+        ``objective.*``, the dropouts), as ``key=this run's (the checkpoint's: its)``."""
+        def settings(hp) -> dict:
+            model = hp.get("model") or {}
+            return {**{f"{section}.{k}": v for section in ("optim", "objective") for k, v in (hp.get(section) or {}).items()},
+                    **{f"model.{k}": model[k] for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop") if k in model},
+                    **({"model.clf_pdrop": hp["head_dropout"]} if hp.get("task") and "head_dropout" in hp else {})}
+
+        mine, theirs = settings(self.hparams), settings(self.resumed_from["hparams"])
+        return [f"{k}={v} (the checkpoint's: {theirs[k]})" for k, v in mine.items() if k in theirs and theirs[k] != v]
 
     def on_train_start(self) -> None:
         """A resumed fit trains with the recipe's settings, and says which differ from the checkpoint's.

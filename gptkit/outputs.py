@@ -11,6 +11,7 @@ this before it loads torch.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 from collections.abc import Iterable, Iterator
@@ -119,3 +120,37 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """``text`` as UTF-8 with ``\\n`` line ends, replacing ``path`` all at once."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# -- a run folder's layout (<run.dir>/<run.name>/) --------------------------------------------------
+CHECKPOINTS_DIR = "checkpoints"  # last.ckpt and the best-step*.ckpt files of `gptkit fit`
+RESULTS_DIR = "results"  # <verb>.json of `gptkit validate` / `gptkit test`
+PREDICTIONS_DIR = "predictions"  # `gptkit predict`'s files, named as GLUE submissions expect
+TENSORBOARD_DIR = "tensorboard"  # version_N: the curves of each fit
+
+
+def checkpoint_run_folder(checkpoint: str | os.PathLike) -> Path | None:
+    """The run folder a checkpoint file sits in (the folder above its ``checkpoints/``), or None."""
+    path = Path(checkpoint).expanduser().resolve()
+    return path.parent.parent if path.parent.name == CHECKPOINTS_DIR else None
+
+
+def write_results(folder: Path, verb: str, metrics: dict[str, float], checkpoint: str | os.PathLike | None,
+                  step: int | None) -> Path:
+    """``<run folder>/results/<verb>.json``: ``{"checkpoint", "step", "metrics"}``, the metrics and the
+    checkpoint (and its update) they score."""
+    path = folder / RESULTS_DIR / f"{verb}.json"
+    record = {"checkpoint": str(Path(checkpoint).expanduser().resolve()) if checkpoint else None, "step": step,
+              "metrics": dict(sorted(metrics.items()))}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def read_results(path: Path) -> tuple[str | None, object]:
+    """(the checkpoint scored, the metrics as found) of a results file; files written before the
+    checkpoint was recorded hold the metrics alone. Raises ValueError / OSError as ``json`` does."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(raw, dict) and isinstance(raw.get("metrics"), dict):
+        scored = raw.get("checkpoint")
+        return (scored if isinstance(scored, str) else None), raw["metrics"]
+    return None, raw

@@ -42,7 +42,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from gptkit.console import log
 from gptkit.errors import CheckpointError, ConfigError, GptkitError
-from gptkit.outputs import atomic_file, atomic_write_text
+from gptkit.outputs import TENSORBOARD_DIR, atomic_file, atomic_write_text
 
 
 class Preempted(GptkitError):
@@ -238,20 +238,24 @@ class LastCheckpoint(ModelCheckpoint):
     # last.ckpt then follows at the epoch's end too (and Lightning counts the epoch as done in it, so a
     # resume does not run the epoch's end again).
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._should_save_on_train_epoch_end(trainer) and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            return
-        self._save_last_at_validation(trainer)
+        if not self._deferred_to_epoch_end(trainer):
+            self._save_last_unless_periodic(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._should_save_on_train_epoch_end(trainer):
-            self._save_last_at_validation(trainer)
+            self._save_last_unless_periodic(trainer)
+
+    def _deferred_to_epoch_end(self, trainer: pl.Trainer) -> bool:
+        """A validation on the epoch's last batch, whose best checkpoint Lightning saves at the epoch's end."""
+        return self._should_save_on_train_epoch_end(trainer) and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
         # the checkpoint a fit resumes holds this update already: a resume that trains nothing writes nothing
         if trainer.ckpt_path:
             self._last_global_step_saved = trainer.global_step
 
-    def _save_last_at_validation(self, trainer: pl.Trainer) -> None:
+    def _save_last_unless_periodic(self, trainer: pl.Trainer) -> None:
         if self._every_n_train_steps < 1 and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
@@ -286,16 +290,20 @@ class RunFolder(pl.Callback):
                 check()
             self._write_config()
 
+    def _remove_earlier_curves(self, trainer: pl.Trainer) -> None:
+        """The TensorBoard versions of the run being replaced (this run's own is open already)."""
+        own = Path(trainer.logger.log_dir).resolve() if trainer.logger is not None else None
+        for version in (self.folder / TENSORBOARD_DIR).glob("version_*"):
+            if version.resolve() != own:
+                shutil.rmtree(version, ignore_errors=True)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        for name in self.replace:  # run.overwrite=true: the earlier run's checkpoints and their results go now
-            shutil.rmtree(self.folder / name, ignore_errors=True)
-        if self.replace:  # and its TensorBoard curves (this run's own version is open already)
-            own = Path(trainer.logger.log_dir).resolve() if trainer.logger is not None else None
-            for version in (self.folder / "tensorboard").glob("version_*"):
-                if version.resolve() != own:
-                    shutil.rmtree(version, ignore_errors=True)
+        if self.replace:  # run.overwrite=true: the earlier run's checkpoints, their results and curves go now
+            for name in self.replace:
+                shutil.rmtree(self.folder / name, ignore_errors=True)
+            self._remove_earlier_curves(trainer)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(self.folder / "tokenizer.json")
         if not trainer.ckpt_path:
@@ -446,8 +454,9 @@ class Preemption(pl.Callback):
         self._previous = {}
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # Lightning calls no teardown after an exception: the caller's handlers come back here (a script
-        # that runs fits in a loop keeps its Ctrl-C after one that failed)
+        # after an exception Lightning restores its own snapshot of the handlers (_teardown) but calls no
+        # callback's teardown: the caller's handlers come back here (a script that runs fits in a loop
+        # keeps its Ctrl-C after one that failed)
         try:
             self._save_on_stop(trainer, exception)
         finally:

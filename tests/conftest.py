@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -24,6 +25,13 @@ def corpus(tmp_path_factory):
     path = root / "news.txt"
     path.write_text(NEWS.read_text()[:7000])
     return root, path
+
+
+def folder_snapshot(folder: Path, skip: tuple[str, ...] = ("tensorboard",)) -> dict[str, str]:
+    """Every file under ``folder`` (but those under a ``skip`` folder) and a hash of its bytes: equal
+    snapshots before and after a command mean it changed nothing there."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not set(skip) & set(p.relative_to(folder).parts)}
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, folder_snapshot, run_cli
 from finetune_helpers import GLUE, SAMPLES, tiny_tokenizer
 
 TINY_FT = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.n_ctx=64", "data.batch_size=8",
@@ -42,11 +42,11 @@ def test_fit_reports_data_and_validates(finetuned):
 def test_resuming_the_finished_run_trains_and_writes_nothing(finetuned):
     cwd, args, _ = finetuned
     folder = cwd / "runs" / "sst2"
-    before = {p: p.read_bytes() for p in [folder / "config.yaml", *(folder / "checkpoints").iterdir()]}
+    before = folder_snapshot(folder)
     again = run_cli("fit", *args, "ckpt_path=last", "objective.lm_coef=0", cwd=cwd)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to train" in again.stderr and "before its first validation" not in again.stderr
-    assert {p: p.read_bytes() for p in [folder / "config.yaml", *(folder / "checkpoints").iterdir()]} == before
+    assert folder_snapshot(folder) == before
 
 
 def test_test_predict_and_glue(finetuned):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import NEWS, REPO, TINY, run_cli
+from conftest import NEWS, REPO, TINY, folder_snapshot, run_cli
 
 QUICK = str(REPO / "recipes" / "quickstart" / "pretrain.yaml")
 ARGS = [QUICK, "data.corpus=null", f"data.files=[{NEWS}]", *TINY, "model.n_embd=64", "model.n_ctx=64",
@@ -79,10 +79,10 @@ def test_refuses_to_overwrite_then_resumes_and_validates(trained):
     # the resumed run's curves continue in the run's TensorBoard version
     assert [p.name for p in (cwd / "runs" / "e2e" / "tensorboard").iterdir()] == ["version_0"]
     folder = cwd / "runs" / "e2e"
-    before = {p: p.read_bytes() for p in [folder / "config.yaml", *(folder / "checkpoints").iterdir()]}
+    before = folder_snapshot(folder)
     idle = run_cli("fit", *ARGS, "trainer.max_steps=90", "optim.lr=5e-4", "ckpt_path=last", cwd=cwd)
     assert idle.returncode == 0 and "nothing to train: " in idle.stderr and "is at update 90" in idle.stderr
-    assert {p: p.read_bytes() for p in [folder / "config.yaml", *(folder / "checkpoints").iterdir()]} == before
+    assert folder_snapshot(folder) == before
     val = run_cli("validate", *ARGS, "ckpt_path=last", cwd=cwd)
     assert val.returncode == 0, val.stderr[-2000:]
     assert "val/loss" in val.stdout and "val/ppl" in val.stdout

@@ -56,6 +56,11 @@ def test_callbacks_join_the_fit_and_runs_in_a_loop_repeat(cfg_for):
 
 
 def test_the_callers_random_state_and_ctrl_c_come_back(cfg_for):
+    def seed_all(seed):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
     def draws():
         return random.random(), float(np.random.rand()), float(torch.rand(()))
 
@@ -64,9 +69,9 @@ def test_the_callers_random_state_and_ctrl_c_come_back(cfg_for):
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
-        random.seed(5), np.random.seed(5), torch.manual_seed(5)
+        seed_all(5)
         expected = draws()
-        random.seed(5), np.random.seed(5), torch.manual_seed(5)
+        seed_all(5)
         run("fit", cfg_for("rng"))  # seeds everything from run.seed
         assert draws() == expected  # a random search drawing its next settings here gets new ones
         assert signal.getsignal(signal.SIGINT) is handler

@@ -11,7 +11,7 @@ import signal
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import REPO
+from conftest import REPO, folder_snapshot
 
 from gptkit.builder import build, fit_or_stop, resolve_ckpt_path
 from gptkit.config import load_config
@@ -136,13 +136,12 @@ def test_resuming_a_finished_run_writes_nothing(corpus, baseline, tmp_path):
     root, path = corpus
     folder = tmp_path / "runs" / "finished"
     shutil.copytree(root / "runs" / "baseline", folder)
-    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
+    before = folder_snapshot(folder)
     record = Record()
     fit([*tiny_args(path, root, "finished"), f"run.dir={tmp_path / 'runs'}", "optim.lr=1e-3", "objective.lm_coef=0",
          "ckpt_path=last"], record)
     assert record.losses == {}
-    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
-    assert after == before
+    assert folder_snapshot(folder) == before
 
 
 def test_sampler_splits_between_processes_like_one_process():

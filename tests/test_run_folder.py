@@ -2,13 +2,13 @@
 settings or its checkpoint leaves an earlier run whole. Checkpoints of another task, or files that
 are not gptkit checkpoints, are refused with one message."""
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import folder_snapshot
 from finetune_helpers import GLUE, tiny_tokenizer
 
 from gptkit.builder import build, run
@@ -27,11 +27,6 @@ def args(root: Path, *extra: str) -> list[str]:
         "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=2",
         "trainer.accelerator=cpu", "trainer.devices=1", "logging.progress=none", "logging.throughput=false", *extra,
     ]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and "tensorboard" not in p.parts}
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +51,14 @@ def test_overwrite_replaces_the_earlier_run_only_once_training_starts(work):
     for made in ("results/validate.json", "predictions/SST-2.tsv"):  # what the earlier checkpoints made
         (folder / made).parent.mkdir(exist_ok=True)
         (folder / made).write_text("earlier run")
-    before = snapshot(folder)
+    before = folder_snapshot(folder)
     train = work / "glue" / "SST-2" / "train.tsv"
     good = train.read_text()
     train.write_text(good.replace("\t1\n", "\tpositive\n", 1))  # a bad label: the new run fails on its data
     with pytest.raises(DataError, match="label 'positive'"):
         run("fit", load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", "run.overwrite=true",
                                                                   "trainer.max_steps=6")))
-    assert snapshot(folder) == before  # checkpoints, config.yaml and tokenizer.json untouched
+    assert folder_snapshot(folder) == before  # checkpoints, config.yaml and tokenizer.json untouched
 
     train.write_text(good)
     assert [v.name for v in (folder / "tensorboard").iterdir()] == ["version_0"]
@@ -85,12 +80,12 @@ def test_nothing_is_written_by_build_alone(trained, tmp_path):
 @pytest.mark.parametrize("verb", ["fit", "validate"])
 def test_a_checkpoint_of_another_task_is_refused(work, verb):
     last = work / "runs" / "sst2" / "checkpoints" / "last.ckpt"
-    before = snapshot(work / "runs")
+    before = folder_snapshot(work / "runs")
     cfg = load_config(str(RECIPES / "cola.yaml"), args(work / "glue", "run.name=sst2", f"ckpt_path={last}"))
     with pytest.raises(CheckpointError, match=r"is from sst2 fine-tuning but the recipe is for cola fine-tuning; "
                                               r"use the sst2 recipe \(data.name=sst2\)"):
         run(verb, cfg)
-    assert snapshot(work / "runs") == before
+    assert folder_snapshot(work / "runs") == before
 
 
 def test_a_pretraining_checkpoint_as_ckpt_path_points_to_init_checkpoint(work):
@@ -217,12 +212,12 @@ def test_a_fit_holds_its_run_folder(work, tmp_path):
     from gptkit.reliability import run_folder_lock
 
     folder = work / "runs" / "sst2"
-    before = snapshot(folder)
+    before = folder_snapshot(folder)
     cfg = load_config(str(RECIPES / "sst2.yaml"), args(work / "glue", "ckpt_path=last", "trainer.max_steps=6"))
     with run_folder_lock(folder):  # another fit of this run, still training
         with pytest.raises(ConfigError, match=r"run folder .*sst2 is in use by another `gptkit fit` that has not ended"):
             run("fit", cfg)
-        assert snapshot(folder) == before
+        assert folder_snapshot(folder) == before
     run("fit", cfg)  # once it has ended: resumes
     assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 6
 

@@ -22,7 +22,14 @@ from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from gptkit.console import log
 from gptkit.errors import DataError
-from gptkit.outputs import atomic_write_bytes, atomic_write_text
+from gptkit.outputs import (
+    PREDICTIONS_DIR,
+    RESULTS_DIR,
+    atomic_write_bytes,
+    atomic_write_text,
+    checkpoint_run_folder,
+    read_results,
+)
 from gptkit.tasks.base import (
     Example,
     RowReader,
@@ -325,10 +332,6 @@ def copy_predictions(sources: Mapping[str, Path], out_dir: Path) -> list[Path]:
     return written
 
 
-RESULTS_DIR = "results"  # <run dir>/results/<verb>.json: metrics of `gptkit validate` / `gptkit test`
-PREDICTIONS_DIR = "predictions"  # <run dir>/predictions/<GLUE file name>: `gptkit predict` output
-
-
 def _run_task(run_dir: Path) -> tuple[str, dict]:
     """(task name, the saved config as a dict) of a run folder; a damaged config.yaml is a DataError."""
     import yaml
@@ -371,20 +374,15 @@ def read_run_results(run_dir: Path) -> tuple[str, dict[str, float]]:
 
 def _run_metrics(run_dir: Path, task: str) -> dict[str, float]:
     """The metrics of :func:`read_run_results`, for a run of ``task``."""
-    import json
-
     for verb in ("validate", "test"):
         path = run_dir / RESULTS_DIR / f"{verb}.json"
         if path.is_file():
             try:
-                raw = json.loads(path.read_text(encoding="utf-8"))
+                scored, raw = read_results(path)
             except (ValueError, OSError) as exc:
                 raise DataError(f"{path} is not a JSON object of metric values ({exc})") from None
-            if isinstance(raw, dict) and isinstance(raw.get("metrics"), dict):
-                scored = raw.get("checkpoint")  # {"checkpoint", "step", "metrics"}; older files hold the metrics alone
-                if isinstance(scored, str) and Path(scored).parent != (run_dir / "checkpoints").resolve():
-                    log(f"note: {path} scores {scored}, a checkpoint from outside run folder {run_dir}")
-                raw = raw["metrics"]
+            if scored and checkpoint_run_folder(scored) != run_dir.resolve():
+                log(f"note: {path} scores {scored}, a checkpoint from outside run folder {run_dir}")
             if not isinstance(raw, dict):
                 raise DataError(f"{path} is not a JSON object of metric values (found {type(raw).__name__})")
             metrics = {k: _metric_value(path, k, v) for k, v in raw.items()}
