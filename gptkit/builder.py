@@ -46,6 +46,7 @@ class Components:
     datamodule: pl.LightningDataModule
     module: pl.LightningModule
     trainer: pl.Trainer
+    ckpt_path: str | None = None  # the checkpoint to resume or evaluate, resolved (ckpt_path=last/best/auto)
 
 
 # -- paths ------------------------------------------------------------------------------------------
@@ -69,10 +70,10 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     """
     ckpt = cfg.ckpt_path
     if ckpt == "auto":
-        last = run_dir(cfg) / "checkpoints" / "last.ckpt"
+        last = run_dir(cfg) / CHECKPOINTS_DIR / "last.ckpt"
         return str(last) if last.is_file() else None
     if ckpt in ("last", "best"):
-        folder = run_dir(cfg) / "checkpoints"
+        folder = run_dir(cfg) / CHECKPOINTS_DIR
         if ckpt == "last":
             path = folder / "last.ckpt"
         else:
@@ -300,7 +301,7 @@ def build_task_datamodule(cfg: DictConfig, tokenizer) -> pl.LightningDataModule:
 
 
 # -- module -----------------------------------------------------------------------------------------
-def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict):
+def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict, ckpt_path: str | None):
     from gptkit.module import GPTModule
 
     m = OmegaConf.to_container(cfg.model)
@@ -315,7 +316,7 @@ def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict):
         task=task, head_dropout=head_dropout, tokenizer=tokenizer_record, compile=compile_,
         compile_mode=compile_mode, compile_tuning=compile_tuning,
     )
-    if cfg.init.checkpoint and resolve_ckpt_path(cfg) is None:  # (ckpt_path=auto on a first start: init too)
+    if cfg.init.checkpoint and ckpt_path is None:  # (ckpt_path=auto on a first start: init too)
         init_from(module, cfg.init.checkpoint, cfg.init.n_transfer)
     return module
 
@@ -480,7 +481,7 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
     callbacks: list[pl.Callback] = [
         # the best checkpoints, at validation (first: it is trainer.checkpoint_callback)
         BestCheckpoint(
-            dirpath=rdir / "checkpoints", filename=f"best-step{{step}}-{monitor_name}{{{c.monitor}:.4f}}",
+            dirpath=rdir / CHECKPOINTS_DIR, filename=f"best-step{{step}}-{monitor_name}{{{c.monitor}:.4f}}",
             monitor=c.monitor, mode=checkpoint_mode(cfg), save_top_k=c.save_top_k, auto_insert_metric_name=False,
             legacy_every_n_train_steps=c.every_n_train_steps,
             # a resumed run that saves at an update the stopped run had saved at replaces that file (the same
@@ -490,7 +491,7 @@ def build_callbacks(cfg: DictConfig, rdir: Path) -> tuple[list[pl.Callback], boo
         # last.ckpt every checkpoint.every_n_train_steps (null: at each validation) and at the end. Apart, because
         # Lightning defers a monitoring callback's periodic saves until the monitored metric exists.
         # Always last.ckpt (no last-v1.ckpt when resuming a run saved with other settings; writes are atomic).
-        LastCheckpoint(dirpath=rdir / "checkpoints", save_top_k=0, save_last=True,
+        LastCheckpoint(dirpath=rdir / CHECKPOINTS_DIR, save_top_k=0, save_last=True,
                        every_n_train_steps=c.every_n_train_steps, enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"),
         RNGState(),
@@ -554,6 +555,8 @@ def build(cfg: DictConfig, verb: str = "fit", callbacks: Sequence[pl.Callback] =
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls left outside autocast
     ckpt_path = resolve_ckpt_path(cfg)
+    if verb != "fit":
+        require_checkpoint(cfg, verb, ckpt_path)
     rdir = run_dir(cfg) if verb == "fit" else evaluation_dir(cfg, ckpt_path or cfg.init.checkpoint)
     if cfg.init.checkpoint and not Path(cfg.init.checkpoint).expanduser().exists():
         raise CheckpointError(
@@ -591,14 +594,24 @@ def build(cfg: DictConfig, verb: str = "fit", callbacks: Sequence[pl.Callback] =
         check_same_tokenizer(ckpt_path, record)
 
     datamodule = build_datamodule(cfg, tokenizer, sources)
-    module = build_module(cfg, tokenizer, record)
+    module = build_module(cfg, tokenizer, record, ckpt_path)
     # The run folder is written when training starts (RunFolder): a fit that fails before leaves it as it
     # was. run.overwrite=true then removes the earlier run's checkpoints and what was made from them.
     earlier = (CHECKPOINTS_DIR, RESULTS_DIR, PREDICTIONS_DIR) if replace else ()
     extra = [RunFolder(rdir, tokenizer, to_yaml(cfg), replace=earlier)] if verb == "fit" else []
     extra += list(callbacks)
     trainer = build_trainer(cfg, rdir, extra, verb, resume=own)
-    return Components(cfg, rdir, tokenizer, datamodule, module, trainer)
+    return Components(cfg, rdir, tokenizer, datamodule, module, trainer, ckpt_path)
+
+
+def require_checkpoint(cfg: DictConfig, verb: str, ckpt_path: str | None) -> None:
+    """Evaluating and predicting score a trained checkpoint (for pretraining, ``init.checkpoint`` will do)."""
+    if verb == "predict" and ckpt_path is None:
+        raise ConfigError("`gptkit predict` needs a fine-tuned checkpoint: add ckpt_path=PATH (or ckpt_path=best)")
+    if ckpt_path is None and (cfg.data.name != "pretrain" or not cfg.init.checkpoint):
+        # a fine-tuning recipe's init.checkpoint has no trained head: scoring it would mean nothing
+        raise ConfigError(f"`gptkit {verb}` needs a checkpoint of the run: add ckpt_path=best (or last, or "
+                          "PATH of a .ckpt file)")
 
 
 def check_task_config(cfg: DictConfig, task) -> None:
@@ -623,10 +636,10 @@ def guard_run_dir(cfg: DictConfig, rdir: Path) -> bool:
     True when ``run.overwrite=true`` replaces them: :class:`~gptkit.reliability.RunFolder` removes
     them when training starts, so a run that fails before keeps the earlier one.
     """
-    if not any((rdir / "checkpoints").glob("*.ckpt")) or rank_zero_only.rank != 0:
+    if not any((rdir / CHECKPOINTS_DIR).glob("*.ckpt")) or rank_zero_only.rank != 0:
         return False
     if not cfg.run.overwrite:
-        resume = "ckpt_path=last" if (rdir / "checkpoints" / "last.ckpt").is_file() else "ckpt_path=best"
+        resume = "ckpt_path=last" if (rdir / CHECKPOINTS_DIR / "last.ckpt").is_file() else "ckpt_path=best"
         raise ConfigError(
             f"run folder {rdir} already holds checkpoints from an earlier run. Resume it with "
             f"{resume}, start a separate run with run.name=<new name>, or replace it with run.overwrite=true"
@@ -654,12 +667,8 @@ def _run(verb: str, cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> dict[s
     if verb == "test" and cfg.data.name == "pretrain":
         raise ConfigError("`gptkit test` needs a fine-tuning recipe: pretraining holds out only a validation split "
                           "(data.val_fraction), which `gptkit validate` scores")
-    ckpt_path = resolve_ckpt_path(cfg)
-    if verb != "fit" and ckpt_path is None and (cfg.data.name != "pretrain" or not cfg.init.checkpoint):
-        # a fine-tuning recipe's init.checkpoint has no trained head: scoring it would mean nothing
-        raise ConfigError(f"`gptkit {verb}` needs a checkpoint of the run: add ckpt_path=best (or last, or "
-                          "PATH of a .ckpt file)")
     c = build(cfg, verb, callbacks)
+    ckpt_path = c.ckpt_path
     if verb == "fit":
         c.datamodule.prepare_data()
         c.datamodule.setup("fit")
@@ -674,7 +683,7 @@ def _run(verb: str, cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> dict[s
             log(f"nothing to train: {ckpt_path} is at update {start}, where trainer.max_steps / max_epochs end the "
                 "run; raise them to train longer")
         best = c.trainer.checkpoint_callback.kept_best()
-        log(f"done: last checkpoint {(c.run_dir / 'checkpoints' / 'last.ckpt').resolve()}" + (f", best {best}" if best else ""))
+        log(f"done: last checkpoint {(c.run_dir / CHECKPOINTS_DIR / 'last.ckpt').resolve()}" + (f", best {best}" if best else ""))
     else:
         with checkpoint_must_fit(ckpt_path):
             # verbose=False: Lightning's table of results would go to stdout before the CLI's own lines
@@ -726,10 +735,8 @@ def predict(cfg: DictConfig) -> list[Path]:
 def _predict(cfg: DictConfig) -> list[Path]:
     if cfg.data.name == "pretrain":
         raise ConfigError("`gptkit predict` needs a fine-tuning recipe (data.name set to a task, e.g. sst2)")
-    ckpt_path = resolve_ckpt_path(cfg)
-    if ckpt_path is None:
-        raise ConfigError("`gptkit predict` needs a fine-tuned checkpoint: add ckpt_path=PATH (or ckpt_path=best)")
     c = build(cfg, "predict")
+    ckpt_path = c.ckpt_path
     if c.trainer.world_size > 1:  # each process would write only its own share of the test set
         raise ConfigError(f"`gptkit predict` writes its files from one process, but trainer.devices / num_nodes "
                           f"give {c.trainer.world_size}; add trainer.devices=1 trainer.num_nodes=1")

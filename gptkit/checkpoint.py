@@ -22,7 +22,7 @@ import torch
 
 from gptkit.errors import CheckpointError
 from gptkit.model import GPTConfig
-from gptkit.outputs import atomic_write_bytes
+from gptkit.outputs import CHECKPOINTS_DIR, atomic_write_bytes
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -53,9 +53,9 @@ def save_pretrained(
 
 def run_folder_hint(path: Path) -> str:
     """For a run folder given where a checkpoint belongs: which file to give instead."""
-    if not (path / "checkpoints").is_dir():
+    if not (path / CHECKPOINTS_DIR).is_dir():
         return ""
-    return f"; for a run folder, give its checkpoint ({path / 'checkpoints' / 'last.ckpt'})"
+    return f"; for a run folder, give its checkpoint ({path / CHECKPOINTS_DIR / 'last.ckpt'})"
 
 
 def missing_checkpoint(path: Path) -> CheckpointError:

@@ -209,7 +209,7 @@ def test_compile_mode_reaches_torch_compile(monkeypatch, overrides, expected):
     monkeypatch.setattr(GPT, "compile", lambda self, **kwargs: calls.append(kwargs))
     cfg = load_config(None, ["model.n_layer=1", "model.n_embd=16", "model.n_head=2", "model.n_ctx=16", *overrides])
     tokenizer = type("Tok", (), {"vocab_size": 50})()
-    module = build_module(cfg, tokenizer, {"kind": "bpe"})
+    module = build_module(cfg, tokenizer, {"kind": "bpe"}, ckpt_path=None)
     module.configure_model()
     module.configure_model()  # Lightning may call it again (e.g. after a restart): compiled once
     if isinstance(expected, dict):  # with tuning: the mode's inductor options plus coordinate descent

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from conftest import REPO, folder_snapshot
 
-from gptkit.builder import build, fit_or_stop, resolve_ckpt_path
+from gptkit.builder import build, fit_or_stop
 from gptkit.config import load_config
 from gptkit.data.sampler import ResumableDataLoader, ResumableSampler
 from gptkit.reliability import Preempted
@@ -61,7 +61,7 @@ def fit(args, record, recipe=QUICK):
     c.datamodule.prepare_data()
     c.datamodule.setup("fit")
     c.trainer.callbacks.append(record)
-    fit_or_stop(c, resolve_ckpt_path(cfg))
+    fit_or_stop(c, c.ckpt_path)
     return c
 
 
