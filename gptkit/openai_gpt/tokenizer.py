@@ -21,17 +21,25 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as _Backend
 
-from gptkit.errors import DataError
+from gptkit.errors import CheckpointError, DataError
 from gptkit.openai_gpt.text import WORD_END, TextEncoder, read_vocab
 from gptkit.tokenizer import SPECIAL_TOKENS, UNK, Tokenizer, read_backend
 
 # What ftfy.fix_text and text_standardize change in everyday prose. ftfy also repairs mojibake,
-# ligatures and full-width forms, which this does not.
+# HTML entities and full-width forms, which this does not.
 _NORMALISE = [
+    (r"[\x00-\x08\x0b\x0e-\x1f\x7f\u206a-\u206f\ufeff\ufff9-\ufffc]", ""),  # ftfy: control characters
+    (r"\r\n?|[\u2028\u2029]", "\n"),  # ftfy: line breaks
+    ("\ufb00", "ff"),  # ftfy: Latin ligatures
+    ("\ufb01", "fi"),
+    ("\ufb02", "fl"),
+    ("\ufb03", "ffi"),
+    ("\ufb04", "ffl"),
     (r"[\u02bc\u2018-\u201b]", "'"),  # ftfy: uncurl single quotes
     (r"[\u201c-\u201f]", '"'),  # ftfy: uncurl double quotes
     (r"[\u2014\u2013\u2015]", "-"),  # text_standardize: dashes
@@ -41,7 +49,8 @@ _NORMALISE = [
 ]
 
 # text_standardize puts spaces around runs of these characters; every run is its own piece.
-_PUNCT_RUNS = r"""-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|\\+|/+|\*+|\[+|\]+|\}+|\{+|\|+|_+"""
+# Not backslashes: the release's pattern never matches them (see gptkit/openai_gpt/text.py).
+_PUNCT_RUNS = r"""-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|/+|\*+|\[+|\]+|\}+|\{+|\|+|_+"""
 
 # spaCy keeps these (case-sensitive) abbreviations whole; lower-cased here, so "Mr." and "mr." alike.
 _ABBREVIATIONS = "|".join(
@@ -56,6 +65,9 @@ _END = r"(?=[^\p{L}\p{N}]*$)"  # at the end of the chunk, but for trailing punct
 SPACY_LIKE = "|".join(
     [
         r"\n",
+        # spaCy treats a backslash like a letter: C:\users\me is one token; it splits off a leading
+        # $ ' # and one trailing . (after a letter or digit) : ' 's #.
+        r"(?:[^\s$'#]\S*)?\\\S*?(?=(?:(?<=[\p{L}\p{N}])\.+|'s|'|:|#)?$)",
         rf"\p{{L}}+(?=n't{_END})",  # do|n't, ca|n't, wo|n't
         rf"n't{_END}",
         rf"'(?:s|m|d|ll|re|ve){_END}",  # it|'s, i|'m, we|'ll, trump|'s
@@ -93,7 +105,8 @@ def build_fast_backend(encoder: dict[str, int], merges: list[tuple[str, str]]) -
     backend.normalizer = normalizers.Sequence(
         [normalizers.NFC()]
         + [normalizers.Replace(Regex(pattern), to) for pattern, to in _NORMALISE]
-        + [normalizers.Lowercase()]
+        # text_standardize strips its result, so no newline token comes first or last.
+        + [normalizers.Strip(), normalizers.Lowercase()]
     )
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -203,3 +216,22 @@ def load_openai_tokenizer(exact: bool = True, path: str | os.PathLike | None = N
     if path is not None:
         return OpenAIGPTTokenizer.from_file(path, fast=not exact)
     return OpenAIGPTTokenizer(fast=not exact)
+
+
+def load_tokenizer(info: dict, where: str) -> tuple[Tokenizer, str]:
+    """A tokenizer from its record, as a checkpoint keeps it: gptkit's BPE or the released GPT-1's,
+    ``{"kind": "bpe" | "openai-gpt" | "openai-gpt-fast", "path", "exact"}``; returns ``(tokenizer, kind)``.
+    ``where`` names the record's owner in errors."""
+    kind = info.get("kind", "bpe")
+    path = info.get("path")
+    if path and not Path(path).is_file():
+        raise CheckpointError(
+            f"the tokenizer of {where} ({path}) is missing; set tokenizer.path to the tokenizer.json it was "
+            "trained with"
+        )
+    if kind != "bpe":
+        exact = info.get("exact", kind == "openai-gpt")
+        return load_openai_tokenizer(exact=exact, path=path), "openai-gpt" if exact else "openai-gpt-fast"
+    if not path:
+        raise CheckpointError(f"{where} records no tokenizer file; set tokenizer.path to its tokenizer.json")
+    return Tokenizer.from_file(path), kind
