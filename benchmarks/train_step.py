@@ -22,6 +22,10 @@ peak memory, and each contestant's ratio to the best transformers variant.
     python benchmarks/train_step.py --device cpu                 # small config, float32
     python benchmarks/train_step.py --device cuda --size paper   # 117M, 64 x 512, bf16
     python benchmarks/train_step.py --device cuda --size paper --task race
+
+The smoke run of the test suite (``tests/test_benchmarks.py``), seconds on a CPU::
+
+    python benchmarks/train_step.py --device cpu --size tiny --steps 2 --warmup 1 --bare --run-dir /tmp/b
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ SIZES = {
     # name: (n_layer, n_head, n_embd, n_ctx, vocab, batch)
     "paper": (12, 12, 768, 512, 40481, 64),
     "small": (4, 4, 256, 128, 8003, 16),
+    "tiny": (2, 2, 64, 32, 512, 4),  # the test suite's smoke run: checks that the script runs, times nothing
 }
 CHOICES = 4  # answer candidates per RACE example
 
@@ -66,7 +71,7 @@ def tokens_per_step(args, size) -> int:
 def peak_flops(device: torch.device, precision: str, override: float | None) -> float | None:
     if override:
         return override * 1e12
-    from gptkit.callbacks import peak_flops as device_peak
+    from gptkit.devices import peak_flops as device_peak
 
     return device_peak(device, torch.bfloat16 if "bf16" in precision else torch.float32)
 
@@ -96,7 +101,8 @@ def bench_gptkit(args, size, device) -> dict:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
-    from gptkit.builder import build_module, build_trainer
+    from gptkit.builder import build_callbacks, build_module, build_trainer
+    from gptkit.callbacks import measure_flops_per_token
     from gptkit.config import load_config
     from gptkit.console import quiet_libraries
 
@@ -106,7 +112,7 @@ def bench_gptkit(args, size, device) -> dict:
     overrides = [
         f"model.n_layer={n_layer}", f"model.n_head={n_head}", f"model.n_embd={n_embd}", f"model.n_ctx={n_ctx}",
         f"data.batch_size={batch}", f"trainer.max_steps={total}", "trainer.limit_val_batches=0",
-        "trainer.num_sanity_val_steps=0", "logging.progress=none", "run.dir=/tmp/gptkit-bench",
+        "trainer.num_sanity_val_steps=0", "logging.progress=none", f"run.dir={args.run_dir}",
         f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}", "trainer.devices=1",
         "optim.warmup_steps=10", "trainer.log_every_n_steps=1000000",
     ]
@@ -119,17 +125,6 @@ def bench_gptkit(args, size, device) -> dict:
         overrides.append("model.compile_tuning=true")
     if args.task == "race":
         overrides += ["data.name=race", "objective.lm_coef=0.5"]
-    cfg = load_config(None, overrides)
-    module = build_module(cfg, _FakeTokenizer(vocab), {"kind": "bpe"})
-    trainer = build_trainer(cfg, Path("/tmp/gptkit-bench"))
-    pin = device.type == "cuda"
-    if args.task == "race":
-        batches = [race_batch(vocab, batch, n_ctx, seed) for seed in range(total)]
-        loader = DataLoader(batches, batch_size=None, shuffle=False, pin_memory=pin)
-    else:
-        data = torch.randint(0, vocab, (total * batch, n_ctx + 1), generator=torch.Generator().manual_seed(0))
-        loader = DataLoader(data, batch_size=batch, shuffle=False, pin_memory=pin)
-
     marks: dict[str, float] = {}
 
     class Timer(pl.Callback):
@@ -147,7 +142,19 @@ def bench_gptkit(args, size, device) -> dict:
                 sync(device)
                 marks["end"] = time.perf_counter()
 
-    trainer.callbacks.append(Timer())
+    cfg = load_config(None, overrides)
+    module = build_module(cfg, _FakeTokenizer(vocab), {"kind": "bpe"})
+    rdir = Path(args.run_dir)
+    timer = Timer()
+    trainer = build_trainer(cfg, rdir, [*build_callbacks(cfg, rdir), timer])
+    pin = device.type == "cuda"
+    if args.task == "race":
+        batches = [race_batch(vocab, batch, n_ctx, seed) for seed in range(total)]
+        loader = DataLoader(batches, batch_size=None, shuffle=False, pin_memory=pin)
+    else:
+        data = torch.randint(0, vocab, (total * batch, n_ctx + 1), generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(data, batch_size=batch, shuffle=False, pin_memory=pin)
+
     t_start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
     wall = time.perf_counter() - t_start
@@ -158,7 +165,7 @@ def bench_gptkit(args, size, device) -> dict:
         "first_steps_s": round(marks[f"start{args.warmup}"] - marks["start0"], 2),  # includes torch.compile
         "fused_adamw": bool(trainer.optimizers[0].defaults.get("fused")),
         "wall_s": round(wall, 1),
-        "flops_per_token": module.flops_per_token,
+        "flops_per_token": measure_flops_per_token(module.backbone.config),
         "peak_mem_gb": peak_memory_gb(device),
         "precision": str(trainer.precision),
     }
@@ -166,7 +173,8 @@ def bench_gptkit(args, size, device) -> dict:
 
 def bench_plain(args, size, device) -> dict:
     """gptkit's model and fused loss in a bare loop (no Lightning): what the Trainer costs on top."""
-    from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
+    from gptkit.fastpath import lm_loss_chunk_rows
+    from gptkit.model import GPT, GPTConfig, lm_loss
     from gptkit.module import compile_arguments
     from gptkit.optim import fused_adamw_available, param_groups
 
@@ -262,12 +270,12 @@ def main() -> None:
                    help="gptkit's torch.compile mode (model.compile_mode), e.g. max-autotune-no-cudagraphs")
     p.add_argument("--compile-tuning", action="store_true",
                    help="gptkit with inductor's coordinate-descent tuning (model.compile_tuning, as recipes/pretrain.yaml)")
-    p.add_argument("--dropout-mask-kernel", action="store_true",
-                   help="gptkit's compiled dropout takes its mask from the Triton kernel (gptkit::dropout_mask)")
     p.add_argument("--hf", default=None, help="comma list of: fp32,bf16,bf16-compile, or none (default: fp32 on CPU, all on CUDA)")
     p.add_argument("--bare", action="store_true", help="also time gptkit's model in a bare loop (no Lightning)")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense peak for MFU (default: Lightning's table)")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--run-dir", default="/tmp/gptkit-bench",
+                   help="gptkit's run folder (run.dir; its last.ckpt is overwritten each run)")
     args = p.parse_args()
 
     if args.bare and args.task == "race":
@@ -287,10 +295,6 @@ def main() -> None:
     if unknown:
         p.error(f"--hf: unknown variant(s) {', '.join(sorted(unknown))}; use fp32, bf16, bf16-compile or none")
 
-    if args.dropout_mask_kernel:
-        import gptkit.model
-
-        gptkit.model._MASK_KERNEL_DEVICES = {device.type}
     results = [bench_gptkit(args, size, device)]
     flops_per_token = results[0]["flops_per_token"]
     if args.bare:
@@ -310,7 +314,6 @@ def main() -> None:
         "task": args.task,
         "compile_mode": None if args.no_compile or device.type != "cuda" else args.compile_mode,
         "compile_tuning": args.compile_tuning,
-        "dropout_mask_kernel": args.dropout_mask_kernel,
         "size": dict(zip(["n_layer", "n_head", "n_embd", "n_ctx", "vocab", "batch"], size)),
         "peak_tflops": peak / 1e12 if peak else None,
     }

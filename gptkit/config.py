@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gptkit.errors import ConfigError
+from gptkit.monitor import check_mode, name_mode
 
 
 @dataclass
@@ -25,24 +26,54 @@ class RunConfig:
     name: str = "run"  # the run folder is <dir>/<name>
     dir: str = "runs"
     seed: int = 1337
-    data_dir: str = "data"  # cache for downloaded corpora, tokenizers and token shards
+    data_dir: str | None = None  # corpora, tokenizers, shards; null = $GPTKIT_CACHE or ~/.cache/gptkit
     overwrite: bool = False  # allow a fresh run into a folder that already holds checkpoints
 
 
 @dataclass
-class ModelConfig:
+class GPTConfig:
+    """The GPT-1 architecture (section 3.1 of the paper): sizes and dropouts of :class:`gptkit.model.GPT`.
+
+    The defaults are the paper's 117M model. Defined here, without torch, because the recipe's
+    ``model`` section is this plus how to run it (:class:`ModelConfig`).
+    """
+
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
-    n_ctx: int = 512
-    n_inner: int | None = None  # MLP width; null = 4 * n_embd
+    n_ctx: int = 512  # context: learned position embeddings
+    n_inner: int | None = None  # MLP width; None means 4 * n_embd (3072 in the paper)
     embd_pdrop: float = 0.1
     attn_pdrop: float = 0.1
     resid_pdrop: float = 0.1
+    layer_norm_eps: float = 1e-5
+    init_std: float = 0.02  # N(0, init_std) for every weight matrix and embedding
+    vocab_size: int = 40481  # 40,478 BPE tokens + _start_, _delimiter_, _classify_
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+    @property
+    def mlp_width(self) -> int:
+        return self.n_inner or 4 * self.n_embd
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(GPTConfig)}
+
+
+@dataclass
+class ModelConfig(GPTConfig):
+    """The recipe's ``model`` section: the architecture (:class:`GPTConfig`) and how to run it."""
+
+    vocab_size: int | None = None  # null: the tokenizer's (a recipe that sets it must match the tokenizer)
     compile: bool | None = None  # torch.compile the backbone; null = on for CUDA, off elsewhere
     compile_mode: str = "default"  # torch.compile mode when compiling: default | max-autotune-no-cudagraphs | ...
     compile_tuning: bool = False  # inductor's coordinate-descent tuning of the fused kernels (more compile time)
     clf_pdrop: float = 0.1  # fine-tuning: dropout before the task head (the released code's clf_pdrop)
+
+    def __post_init__(self) -> None:  # (checked with the other recipe values, as a one-line error)
+        pass
 
 
 @dataclass
@@ -263,7 +294,8 @@ RULES = {
     "-1 (keep all) or >= 0": lambda v: v >= -1,
 }
 RANGES = {
-    **dict.fromkeys(["model.n_layer", "model.n_head", "model.n_embd", "model.n_ctx", "data.batch_size",
+    **dict.fromkeys(["model.n_layer", "model.n_head", "model.n_embd", "model.n_ctx",
+                     "model.vocab_size", "model.layer_norm_eps", "model.init_std", "data.batch_size",
                      "tokenizer.vocab_size", "trainer.accumulate_grad_batches", "optim.lr", "optim.eps"],
                     "positive"),
     **dict.fromkeys(["model.embd_pdrop", "model.attn_pdrop", "model.resid_pdrop", "model.clf_pdrop"], "in [0, 1)"),
@@ -273,8 +305,6 @@ RANGES = {
     "data.eval_batch_size": ">= 1",
     "checkpoint.save_top_k": "-1 (keep all) or >= 0",
 }
-# What pretraining logs, for checkpoint.monitor (fine-tuning tasks: gptkit.builder.check_task_config).
-PRETRAIN_MONITORS = ("val/loss", "val/ppl", "train/loss")
 
 
 def _nullable(key: str) -> bool:
@@ -305,7 +335,7 @@ def _check_values(cfg: DictConfig) -> None:
     betas = list(cfg.optim.betas)
     if len(betas) != 2 or not all(RULES["in [0, 1)"](b) for b in betas):
         raise ConfigError(f"optim.betas must hold two numbers, each in [0, 1), got {betas}")
-    check_mode(cfg.checkpoint.monitor, cfg.checkpoint.mode, monitor_mode(cfg.checkpoint.monitor))
+    check_mode(cfg.checkpoint.monitor, cfg.checkpoint.mode, name_mode(cfg.checkpoint.monitor))  # tasks: when built
     if str(cfg.trainer.strategy).startswith("ddp_spawn"):  # it pickles the whole run into each process
         raise ConfigError(f"trainer.strategy={cfg.trainer.strategy} is not supported (it pickles the run into each "
                           "process); use trainer.strategy=ddp, or ddp_fork / ddp_notebook in a notebook")
@@ -313,33 +343,6 @@ def _check_values(cfg: DictConfig) -> None:
     if name in ("", ".", "..") or "/" in name or "\\" in name:
         raise ConfigError(f"run.name {name!r} must be a plain folder name (not empty, '.' or '..', no '/' or "
                           f"'\\'): the run folder is <run.dir>/<run.name>; set run.dir to put runs elsewhere")
-
-
-def monitor_mode(monitor: str) -> str | None:
-    """``min`` for a loss or perplexity (``val/loss``, ``train/task_loss``, ``val/ppl``); None where the
-    name alone does not say: a task metric's direction is its torchmetrics ``higher_is_better``."""
-    words = monitor.rsplit("/", 1)[-1].split("_")
-    return "min" if {"loss", "ppl"} & set(words) else None
-
-
-def check_mode(monitor: str, mode: str | None, best: str | None) -> None:
-    """Refuse a ``checkpoint.mode`` that would keep the worst checkpoints of ``monitor`` (which improves
-    towards ``best``, when that is known)."""
-    if mode is not None and best is not None and mode != best:
-        raise ConfigError(f"checkpoint.mode={mode} would keep the checkpoints with the "
-                          f"{'highest' if mode == 'max' else 'lowest'} {monitor}, the worst ones; set "
-                          f"checkpoint.mode={best}, or leave it null (it follows the monitor)")
-
-
-def check_pretrain_monitor(cfg: DictConfig) -> None:
-    """Refuse a ``checkpoint.monitor`` that pretraining never logs (it would leave no best checkpoint).
-
-    Called when a pretraining run is built, not at load time: a base recipe (``_base/finetune.yaml``)
-    may set a task's monitor before a recipe extending it sets ``data.name``.
-    """
-    if cfg.checkpoint.monitor not in PRETRAIN_MONITORS:
-        raise ConfigError(f"checkpoint.monitor={cfg.checkpoint.monitor} is not a metric that pretraining "
-                          f"(data.name=pretrain) logs; choose one of {', '.join(PRETRAIN_MONITORS)}")
 
 
 def to_yaml(cfg: DictConfig) -> str:

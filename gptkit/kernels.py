@@ -1,24 +1,17 @@
 """Triton kernels for the CUDA fast path (imported only where Triton is installed).
 
 ``cross_entropy_and_grad`` is the softmax/gradient step of the fused LM loss
-(:class:`gptkit.model.ChunkedLinearCrossEntropy`): for a chunk of logits it returns the weighted
+(:class:`gptkit.fastpath.ChunkedLinearCrossEntropy`): for a chunk of logits it returns the weighted
 cross-entropy sum and writes ``w * (softmax - onehot)`` over the logits, in place. One program per
 row reads the row twice, once for an online max and sum (the log-sum-exp) and once to write the
 gradient, and stores nothing else of the row's size. On an H200 it takes 0.57 ms for a chunk of
 8,192 x 40,512 bf16 logits, where ``torch.compile`` of the same function in PyTorch ops
-(``gptkit.model._cross_entropy_and_grad``, which writes the gradient to a new block) took 1.18 ms.
-
-``dropout_mask`` draws the keep-mask of dropout inside a compiled model (:func:`gptkit.model.dropout`,
-off until its speed is measured on a GPU). ``torch.compile`` draws each element's uniform with its
-own call of Philox (10 rounds of 32-bit multiplies, of which it keeps one output of four), which a GPU
-profile suggests is what the fused ``add + dropout + LayerNorm`` kernels spend most of their time on;
-this kernel keeps all four outputs of each call.
+(``gptkit.fastpath._cross_entropy_and_grad``, which writes the gradient to a new block) took 1.18 ms.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 import triton
@@ -79,54 +72,3 @@ def cross_entropy_and_grad(
                                      BLOCK=block, num_warps=NUM_WARPS)
     return row_loss.sum(), logits
 
-
-# Philox counters per program; each counter gives four mask elements.
-DROPOUT_BLOCK = 1024
-
-
-@triton.jit
-def _store_keep(mask_ptr, idx, r, threshold, n, EVEN: tl.constexpr):
-    keep = ((r >> 8) >= threshold).to(tl.uint8)
-    if EVEN:  # every program's elements are in range: no bounds checks
-        tl.store(mask_ptr + idx, keep)
-    else:
-        tl.store(mask_ptr + idx, keep, mask=idx < n)
-
-
-@triton.jit
-def _dropout_mask_kernel(seed_ptr, mask_ptr, n, threshold, BLOCK: tl.constexpr, EVEN: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    # Four 32-bit outputs per Philox counter; the top 24 bits of each are a uniform in [0, 2^24). The
-    # 64-bit counter goes in as two 32-bit words: given an int64 offset, tl.randint4x before Triton 3.4
-    # ran the 64-bit Philox, whose outputs would all pass the threshold (no dropout at all).
-    counter = pid * BLOCK + tl.arange(0, BLOCK)
-    lo = counter.to(tl.uint32)
-    r0, r1, r2, r3 = tl.philox(tl.load(seed_ptr), lo, (counter >> 32).to(tl.uint32), lo * 0, lo * 0)
-    tl.static_assert(r0.dtype == tl.uint32)
-    idx = pid * 4 * BLOCK + tl.arange(0, BLOCK)
-    _store_keep(mask_ptr, idx, r0, threshold, n, EVEN)
-    _store_keep(mask_ptr, idx + BLOCK, r1, threshold, n, EVEN)
-    _store_keep(mask_ptr, idx + 2 * BLOCK, r2, threshold, n, EVEN)
-    _store_keep(mask_ptr, idx + 3 * BLOCK, r3, threshold, n, EVEN)
-
-
-def dropout_mask(seed: torch.Tensor, shape, p: float) -> torch.Tensor:
-    """A bool keep-mask of ``shape``: each element is True with probability ``1 - p``, independently.
-
-    Each element compares a 24-bit uniform with ``p`` (float32's ``rand() >= p`` has the same
-    resolution), so the keep probability is ``1 - ceil(p * 2^24) / 2^24``. ``seed`` is a one-element
-    int64 tensor on the mask's device (read by the kernel, so drawing it needs no host sync); the
-    same seed gives the same mask.
-    """
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-    if seed.numel() != 1 or seed.dtype != torch.int64:
-        raise ValueError(f"seed must be a one-element int64 tensor, got {seed.dtype} of shape {list(seed.shape)}")
-    mask = torch.empty(shape, dtype=torch.bool, device=seed.device)
-    n = mask.numel()
-    if n:
-        grid = (triton.cdiv(n, 4 * DROPOUT_BLOCK),)
-        with torch.cuda.device(seed.device) if seed.is_cuda else contextlib.nullcontext():
-            _dropout_mask_kernel[grid](seed, mask.view(torch.uint8), n, math.ceil(p * 2**24), BLOCK=DROPOUT_BLOCK,
-                                       EVEN=n % (4 * DROPOUT_BLOCK) == 0)
-    return mask

@@ -4,6 +4,12 @@ Pretraining is this module with no head: the LM loss is the whole objective. Fin
 task head over the hidden state at the ``_classify_`` token and keeps the LM loss on the same
 inputs at weight ``lm_coef`` (paper: ``L3 = L2 + lambda * L1``). There is one code path; the head is
 the only difference.
+
+The module holds the steps, the losses and the metrics. What keeps a run safe or exact is in
+callbacks: a stop on a non-finite loss (:class:`gptkit.reliability.NonFiniteLoss`), the recipe's
+settings on resume (:class:`gptkit.resume.ResumedSettings`), tokens/s and FLOPs
+(:class:`gptkit.callbacks.TokenThroughput`); starting from pretrained weights is
+:func:`gptkit.checkpoint.transfer_backbone`.
 """
 
 from __future__ import annotations
@@ -20,21 +26,9 @@ from torchmetrics import MeanMetric
 from gptkit.config import ObjectiveConfig
 from gptkit.console import log
 from gptkit.errors import GptkitError
-from gptkit.model import GPT, GPTConfig, lm_loss, lm_loss_chunk_rows
+from gptkit.fastpath import lm_loss_chunk_rows
+from gptkit.model import GPT, GPTConfig, lm_loss
 from gptkit.optim import choose_fused, make_optimizer, schedule_factor
-from gptkit.reliability import HostCopy, last_checkpoint_callback
-
-
-class NonFiniteLossError(GptkitError):
-    """The loss became NaN or infinite."""
-
-
-class FiniteFlag(HostCopy):
-    """Whether a loss is finite, brought to the host without waiting (:class:`HostCopy`)."""
-
-    def __init__(self, loss: torch.Tensor) -> None:
-        super().__init__(torch.isfinite(loss))
-        self.loss = loss
 
 
 def compile_arguments(mode: str, tuning: bool) -> dict:
@@ -42,9 +36,37 @@ def compile_arguments(mode: str, tuning: bool) -> dict:
     coordinate-descent tuning (``torch.compile`` takes a mode or options, not both)."""
     if not tuning:
         return {"mode": mode}
-    from torch._inductor import list_mode_options
+    from torch._inductor import list_mode_options  # (torch.compile's documented way to list a mode's options)
 
     return {"options": {**list_mode_options(mode), "coordinate_descent_tuning": True}}
+
+
+class LRSchedule:
+    """The multiplier of the peak learning rate after each update: linear warmup, then cosine or linear
+    decay to 0, or constant (:func:`gptkit.optim.schedule_factor`).
+
+    Its length is the fit's number of updates, which Lightning knows only once the fit loop has built
+    the training data (``trainer.estimated_stepping_batches`` builds it otherwise, and a resumed fit
+    would then never get its saved data position back). So the length is taken when the schedule is
+    first used after that (``LambdaLR``'s own first call, when it is made, sees one update of warmup:
+    the module sets the first update's rate again when training starts).
+    """
+
+    def __init__(self, kind: str, warmup_steps: int, warmup_ratio: float | None, trainer: pl.Trainer) -> None:
+        self.kind, self.warmup_steps, self.warmup_ratio, self.trainer = kind, warmup_steps, warmup_ratio, trainer
+        self.total: int | None = None
+
+    @property
+    def warmup(self) -> int:
+        ratio = self.warmup_ratio
+        return max(1, self.warmup_steps if ratio is None else math.ceil(ratio * (self.total or 0)))
+
+    def __call__(self, step: int) -> float:
+        if self.total is None and self.trainer.train_dataloader is not None:
+            self.total = int(self.trainer.estimated_stepping_batches)
+        if self.total is None:
+            return 1.0 / self.warmup  # (the optimizer's rate before training starts: set again then)
+        return schedule_factor(step, self.kind, self.warmup, self.total)
 
 
 class GPTModule(pl.LightningModule):
@@ -53,8 +75,9 @@ class GPTModule(pl.LightningModule):
     Args:
         model: :class:`~gptkit.model.GPTConfig` fields.
         optim: the recipe's ``optim`` block (lr, weight_decay, betas, eps, schedule, warmup...).
-        objective: the recipe's ``objective`` block (``lm_coef``, ``nonfinite``).
+        objective: the recipe's ``objective`` block (``lm_coef``, ``nonfinite``, ``chunked_lm_loss``).
         task: a registered fine-tuning task name, or ``None`` for pretraining.
+        head_dropout: dropout before the task head (``model.clf_pdrop``).
         tokenizer: ``{"kind", "path", "fingerprint"}`` of the run's tokenizer, recorded in checkpoints.
         compile: ``torch.compile`` the backbone (in ``configure_model``).
         compile_mode: ``torch.compile``'s ``mode`` when compiling (``default``, ``max-autotune``...).
@@ -83,11 +106,10 @@ class GPTModule(pl.LightningModule):
         if task is not None:
             self._init_task(task, head_dropout)
         self.val_loss = MeanMetric()
-        self.flops_per_token: float | None = None
-        self.flops_per_batch: float | None = None
         self.nonfinite_skipped = 0  # batches skipped for a NaN/inf loss (objective.nonfinite=skip)
-        # the update and hyper-parameters of the checkpoint a fit resumes (on_load_checkpoint), else None
-        self.resumed_from: dict | None = None
+        self.compiled = False
+        self.fused_adamw: bool | None = None  # set in configure_optimizers
+        self.lr_schedule: LRSchedule | None = None
 
     # -- fine-tuning ------------------------------------------------------------------------------
     def _init_task(self, task: str, head_dropout: float) -> None:
@@ -148,15 +170,14 @@ class GPTModule(pl.LightningModule):
         device = self.trainer.strategy.root_device
         chunked = self.objective["chunked_lm_loss"]
         self.lm_chunk = lm_loss_chunk_rows(device, self.backbone.config.vocab_size) if chunked is not False else None
-        if self.flops_per_token is None:
-            self.flops_per_token = measure_flops_per_token(self.backbone.config)
 
     def configure_model(self) -> None:
-        if self.hparams.compile and not getattr(self, "_compiled", False):
+        if self.hparams.compile and not self.compiled:
             self.backbone.compile(**compile_arguments(self.hparams.compile_mode, self.hparams.compile_tuning))
-            self._compiled = True
+            self.compiled = True
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor] | None:
+        """The update's loss; also its mean over processes (``mean_loss``), which the callbacks read."""
         if self.task is None:
             loss, n_tokens = self._lm_step(batch)
             losses = {"train/loss": loss}
@@ -164,20 +185,14 @@ class GPTModule(pl.LightningModule):
             loss, task_loss, _ = self._task_step(batch)
             n_tokens = batch["input_ids"].numel()
             losses = {"train/loss": loss, "train/task_loss": task_loss}
-        self.flops_per_batch = self.flops_per_token * n_tokens
         logs = self._mean_over_processes(losses)
-        update = self.trainer.global_step + 1
-        if self.objective["nonfinite"] == "skip":
+        if self.objective["nonfinite"] == "skip" and not bool(torch.isfinite(logs["train/loss"])):
             # a host sync every step: the price of skipping exactly this batch (on every process alike)
-            if not bool(torch.isfinite(logs["train/loss"])):
-                return self._skip(logs["train/loss"], update)  # the mean: NaN wherever it arose
-        else:
-            self.raise_if_nonfinite()
-            self._pending_loss = (FiniteFlag(logs["train/loss"]), update)
+            return self._skip(logs["train/loss"], self.trainer.global_step + 1)  # the mean: NaN wherever it arose
         # Not prog_bar: Lightning turns progress-bar values into numbers after every batch, a GPU wait;
         # RichProgress shows them from the callback metrics when it refreshes.
         self.log_dict(logs, batch_size=n_tokens)
-        return loss
+        return {"loss": loss, "mean_loss": logs["train/loss"]}
 
     def _mean_over_processes(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Detached scalars averaged over processes by one ``all_reduce``: the whole global batch's loss,
@@ -199,30 +214,6 @@ class GPTModule(pl.LightningModule):
         log(f"warning: non-finite loss ({loss.item()}) in update {update}; batch skipped "
             f"({self.nonfinite_skipped} so far)")
         return None
-
-    def raise_if_nonfinite(self) -> None:
-        """Stop on a NaN/inf loss of the *previous* update (objective.nonfinite=stop).
-
-        The previous update's flag was copied to the host without waiting (:class:`FiniteFlag`), so
-        the host keeps running ahead of the device; the pending flag is also checked before any
-        checkpoint is written, so a checkpoint never holds weights updated from a non-finite loss.
-        """
-        pending, self._pending_loss = getattr(self, "_pending_loss", None), None
-        if pending is None or pending[0]:
-            return
-        loss, update = pending[0].loss, pending[1]
-        ckpt = getattr(last_checkpoint_callback(self.trainer), "last_model_path", "") or ""
-        advice = "a lower optim.lr or longer optim.warmup_steps"
-        where = (f"The last checkpoint is {ckpt}; resume from it with ckpt_path=last and {advice}" if ckpt
-                 else f"No checkpoint was saved before it; start again with {advice}")
-        raise NonFiniteLossError(f"the loss became {loss.item()} in update {update}. {where}, or set "
-                                 "objective.nonfinite=skip to skip such batches")
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        self.raise_if_nonfinite()
-
-    def on_train_end(self) -> None:
-        self.raise_if_nonfinite()
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, "val", dataloader_idx)
@@ -247,10 +238,9 @@ class GPTModule(pl.LightningModule):
 
     def _eval_split_names(self, split: str) -> tuple[str, ...]:
         """The dataset splits behind the ``split`` dataloaders (GLUE ``test`` scores the dev sets)."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if split == "val":
             return self.task.val_splits
-        names = getattr(dm, "test_split_names", None)
+        names = getattr(self.trainer.datamodule, "test_split_names", None)
         return tuple(names) if names is not None else self.task.test_splits
 
     def _log_eval(self, split: str) -> None:
@@ -285,131 +275,36 @@ class GPTModule(pl.LightningModule):
         o = self.hparams.optim
         fused = choose_fused(o.get("fused"), self.device, getattr(self.trainer.precision_plugin, "scaler", None)
                              is not None, bool(self.trainer.gradient_clip_val))
-        self._fused = fused  # (a resumed run's optimizer state brings back the checkpoint's: on_train_start)
+        self.fused_adamw = fused  # (a resumed run's optimizer state brings back the checkpoint's: ResumedSettings)
         optimizer = make_optimizer(self, o["lr"], o["weight_decay"], o["betas"], o["eps"], fused)
-        total = int(self.trainer.estimated_stepping_batches)
-        # Estimating from epochs makes Lightning build the train loader now, before a resumed run's
-        # checkpoint is restored; it would then never load the saved data position into it (the run
-        # would restart its epoch's order). Dropping it makes the fit loop build it again, restored.
-        self.trainer.fit_loop._combined_loader = None
-        warmup = o["warmup_steps"] if o.get("warmup_ratio") is None else math.ceil(o["warmup_ratio"] * total)
-        warmup = max(1, warmup)
-        schedule = o["schedule"]
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: schedule_factor(step, schedule, warmup, total)
-        )
+        self.lr_schedule = LRSchedule(o["schedule"], o["warmup_steps"], o.get("warmup_ratio"), self.trainer)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.lr_schedule(step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.resumed_from = {"step": int(checkpoint.get("global_step", 0)),
-                             "hparams": checkpoint.get("hyper_parameters") or {}}
-
-    def resumed_changes(self) -> list[str]:
-        """The training settings that differ between this run and the checkpoint it resumes (``optim.*``,
-        ``objective.*``, the dropouts), as ``key=this run's (the checkpoint's: its)``."""
-        def settings(hp) -> dict:
-            model = hp.get("model") or {}
-            return {**{f"{section}.{k}": v for section in ("optim", "objective") for k, v in (hp.get(section) or {}).items()},
-                    **{f"model.{k}": model[k] for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop") if k in model},
-                    **({"model.clf_pdrop": hp["head_dropout"]} if hp.get("task") and "head_dropout" in hp else {})}
-
-        mine, theirs = settings(self.hparams), settings(self.resumed_from["hparams"])
-        return [f"{k}={v} (the checkpoint's: {theirs[k]})" for k, v in mine.items() if k in theirs and theirs[k] != v]
-
     def on_train_start(self) -> None:
-        """A resumed fit trains with the recipe's settings, and says which differ from the checkpoint's.
-
-        Lightning restores the checkpoint's optimizer (its lr, betas, eps, weight decay, fused) and the
-        schedule's peak lr over the ones this run was configured with; they are set back here, so that
-        resuming with, say, a lower ``optim.lr`` (the advice after a non-finite loss) takes effect. The
-        schedule's shape (``schedule``, warmup, ``trainer.max_steps``) is the recipe's already; where the
-        rate at this update differs from the checkpoint's, it is set and the jump logged.
-        """
+        """The rate of the first update, now that the schedule's length is known (:class:`LRSchedule`)."""
         scheduler = self.lr_schedulers()
-        if self.resumed_from is None or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-            return
-        optimizer, o = self.trainer.optimizers[0], self.hparams.optim
-        group = optimizer.param_groups[0]  # the decayed weights (gptkit.optim.param_groups)
-        if changed := self.resumed_changes():
-            log("resuming with " + ", ".join(changed))
-        step = scheduler.last_epoch
-        rate = o["lr"] * scheduler.lr_lambdas[0](step)
-        if not math.isclose(group["lr"], rate, rel_tol=1e-6, abs_tol=1e-12):
-            log(f"resuming at update {step}: the learning rate goes from {group['lr']:.3g} (the checkpoint's) to "
-                f"{rate:.3g} (the recipe's schedule: optim.lr, the schedule, the warmup or the number of updates changed)")
-        scheduler.base_lrs = [o["lr"]] * len(optimizer.param_groups)
-        # Through state_dict / load_state_dict, so that torch places AdamW's step counters for the
-        # fused setting the groups now have (the device differs between fused and not).
-        state = optimizer.state_dict()
-        for i, g in enumerate(state["param_groups"]):
-            g.update(lr=rate, initial_lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
-                     fused=True if self._fused else None)
-            if i == 0:
-                g["weight_decay"] = o["weight_decay"]
-        optimizer.load_state_dict(state)
+        if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+            for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base * factor
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip as Lightning does, also for fused AdamW under ``bf16-mixed``.
 
         Lightning's mixed-precision plugin refuses to clip for any optimizer that unscales gradients
         inside its step (fused AdamW), but without a GradScaler nothing is scaled, so clipping before
-        the step is exact. (With a GradScaler, ``choose_fused`` keeps fused AdamW off when clipping.)
+        the step is exact: torch's own clipping does it then. (With a GradScaler, ``choose_fused`` keeps
+        fused AdamW off when clipping.)
         """
-        from pytorch_lightning.plugins.precision import MixedPrecision, Precision
-        from pytorch_lightning.utilities import GradClipAlgorithmType
+        from pytorch_lightning.plugins.precision import MixedPrecision
 
         plugin = self.trainer.precision_plugin
         if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
-            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM)
-            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)  # without the refusal
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
             return
         self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
-
-    # -- initialisation from a pretrained backbone --------------------------------------------------
-    def load_pretrained(self, state: dict[str, torch.Tensor], n_transfer: int | None = None) -> list[str]:
-        """Copy backbone weights (all, or embeddings + first ``n_transfer`` blocks); returns the keys set."""
-        from gptkit.errors import CheckpointError
-
-        if n_transfer is not None and not 0 <= n_transfer <= self.backbone.config.n_layer:
-            raise CheckpointError(
-                f"init.n_transfer={n_transfer} is outside 0..{self.backbone.config.n_layer} (model.n_layer)"
-            )
-        def transferred(key: str) -> bool:  # embeddings, and the first n_transfer blocks (all when unset)
-            return n_transfer is None or not key.startswith("blocks.") or int(key.split(".")[1]) < n_transfer
-
-        own = self.backbone.state_dict()
-        keep = {}
-        for key, value in state.items():
-            if not transferred(key):
-                continue
-            if key not in own:
-                raise CheckpointError(f"checkpoint tensor '{key}' has no place in this model; check model.n_layer")
-            if key == "tokens_embed.weight" and value.shape[0] < own[key].shape[0]:
-                grown = own[key].clone()  # new (special-token) rows keep their N(0, 0.02) init
-                grown[: value.shape[0]] = value
-                value = grown
-            if value.shape != own[key].shape:
-                raise CheckpointError(
-                    f"checkpoint tensor '{key}' has shape {tuple(value.shape)} but the model expects "
-                    f"{tuple(own[key].shape)}; the recipe's model sizes must match the checkpoint"
-                )
-            keep[key] = value
-        missing = [k for k in own if transferred(k) and k not in keep]
-        if missing:  # they would silently keep their random initialisation
-            raise CheckpointError(
-                f"the checkpoint lacks {len(missing)} backbone tensor(s) that it should transfer ({', '.join(missing[:3])}"
-                f"{' ...' if len(missing) > 3 else ''}); it is incomplete or from another model"
-            )
-        self.backbone.load_state_dict(keep, strict=False)
-        return sorted(keep)
-
-
-def measure_flops_per_token(config: GPTConfig) -> float:
-    """Training FLOPs (forward + backward) per token, counted by Lightning's ``measure_flops``."""
-    from lightning_fabric.utilities.throughput import measure_flops
-
-    with torch.device("meta"):
-        model = GPT(config)
-        x = torch.zeros(1, config.n_ctx, dtype=torch.long)
-    flops = measure_flops(model, lambda: lm_loss(model, model(x), x), loss_fn=lambda loss: loss)
-    return flops / config.n_ctx

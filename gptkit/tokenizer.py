@@ -123,3 +123,26 @@ def read_backend(path: str | os.PathLike) -> _Backend:
         return _Backend.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
         raise DataError(f"{path} is not a valid tokenizers JSON file ({exc})") from None
+
+
+def train_tokenizer(texts: Iterable[str], path: Path, vocab_size: int, lowercase: bool, min_frequency: int,
+                    max_bytes: int | None = None) -> Tokenizer:
+    """Train a BPE tokenizer on ``texts`` (at most ``max_bytes`` UTF-8 bytes of them) and save it at ``path``."""
+    import time
+
+    from gptkit.console import log
+
+    def limited():
+        seen = 0
+        for piece in texts:
+            yield piece
+            seen += len(piece.encode())  # UTF-8 bytes, as the cache key says
+            if max_bytes is not None and seen >= max_bytes:
+                return
+
+    log(f"training a {vocab_size:,}-token BPE tokenizer on the corpus ...")
+    t0 = time.perf_counter()
+    tok = Tokenizer.train(limited(), vocab_size, lowercase=lowercase, min_frequency=min_frequency)
+    tok.save(path)
+    log(f"tokenizer trained in {time.perf_counter() - t0:.1f}s ({tok.vocab_size:,} ids) -> {path}")
+    return tok

@@ -13,6 +13,19 @@ REPO = Path(__file__).parent.parent
 NEWS = FIXTURES / "news_sample.txt"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """The tests' own per-user cache (``GPTKIT_CACHE``, also for the CLI runs they start), never the
+    user's ``~/.cache/gptkit``; one per session, so a corpus is fetched at most once."""
+    before = os.environ.get("GPTKIT_CACHE")
+    os.environ["GPTKIT_CACHE"] = str(tmp_path_factory.mktemp("gptkit-cache"))
+    yield
+    if before is None:
+        os.environ.pop("GPTKIT_CACHE", None)
+    else:
+        os.environ["GPTKIT_CACHE"] = before
+
+
 @pytest.fixture
 def news_text() -> str:
     return NEWS.read_text()
@@ -45,9 +58,19 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) 
     )
 
 
+QUICK = str(REPO / "recipes" / "quickstart" / "pretrain.yaml")  # the quickstart pretraining recipe
+
 TINY = [
     "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.n_ctx=32", "tokenizer.vocab_size=500",
     "data.batch_size=8", "logging.progress=plain", "trainer.accelerator=cpu", "trainer.devices=1",
+]
+
+# A smaller model than TINY that fits one update and one validation batch, quietly: for in-process
+# ``gptkit.cli.main`` runs that only need a fit to start (bad-input and shard-integrity tests).
+ONE_STEP = [
+    "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.n_ctx=16", "tokenizer.vocab_size=300",
+    "data.batch_size=2", "trainer.max_steps=1", "trainer.limit_val_batches=1", "trainer.accelerator=cpu",
+    "trainer.devices=1", "logging.progress=none", "logging.throughput=false", "trainer.num_sanity_val_steps=0",
 ]
 
 
@@ -56,11 +79,11 @@ def assert_fused_loss_matches_plain(monkeypatch, kernel, device: str = "cpu") ->
     chunk (no workspace: the CUDA path) gives the plain loss's value and every gradient."""
     import torch
 
-    import gptkit.model as model_module
+    import gptkit.fastpath as fastpath
     from gptkit.model import GPT, GPTConfig, lm_loss
 
-    monkeypatch.setattr(model_module, "_ce_kernel", lambda dev: kernel)
-    monkeypatch.setattr(model_module, "_workspace", lambda numel, dtype, dev: None)
+    monkeypatch.setattr(fastpath, "_ce_kernel", lambda dev: kernel)
+    monkeypatch.setattr(fastpath, "_workspace", lambda numel, dtype, dev: None)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=300, n_ctx=32, n_layer=2, n_head=2, n_embd=32)).eval().to(device)
     x = torch.randint(0, 300, (3, 32), device=device)

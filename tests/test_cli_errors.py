@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURES, NEWS, REPO, folder_snapshot
+from conftest import FIXTURES, NEWS, QUICK, REPO, folder_snapshot
 
 from gptkit.cli import build_parser, main
 from gptkit.errors import ConfigError
 
-QUICK = str(REPO / "recipes" / "quickstart" / "pretrain.yaml")
 RELEASE = FIXTURES / "openai_transformer" / "transformer_small.tar.gz"
 
 
@@ -106,9 +105,25 @@ def test_generated_text_leaves_out_the_special_tokens(tiny_model, monkeypatch):
     assert generate(str(tiny_model), max_new_tokens=3) == [tok.decode([*word, *word])]
 
 
+def test_generate_prints_prose_and_the_raw_tokens_one_flag_away(tiny_model, monkeypatch, capsys):
+    """GPT-1 decodes to lower-cased tokens set apart (``trump ' s``, ``said . "``): `gptkit generate` joins
+    them as prose; --raw prints them as decoded."""
+    from gptkit.generate import load_for_generation
+    from gptkit.model import GPT
+
+    _, tok = load_for_generation(str(tiny_model))
+    ids = tok.encode('Trump\'s plan, he said. "It\'s well-known, don\'t."')
+    monkeypatch.setattr(GPT, "generate", lambda self, idx, n, **kw: torch.tensor([ids]))
+    assert main(["generate", str(tiny_model)]) == 0
+    assert capsys.readouterr().out == 'trump\'s plan, he said. "it\'s well-known, don\'t."\n'
+    assert main(["generate", str(tiny_model), "--raw"]) == 0
+    assert capsys.readouterr().out == 'trump \' s plan , he said . " it \' s well - known , don \' t . "\n'
+
+
 # -- 2. a closed stdout ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_generate_into_a_closed_pipe_exits_quietly(tiny_model, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "gptkit.cli", "generate", str(tiny_model), "--num-samples", "3", "--max-new-tokens", "4"],
@@ -267,12 +282,12 @@ def test_a_file_where_a_folder_belongs_is_one_message(tmp_path, capsys):
 
 def test_an_os_error_without_a_path_is_not_blamed_on_the_paths(monkeypatch, capsys):
     """A refused connection (an OSError with no file name) is named as what it is, without advice about paths."""
-    import gptkit.builder
+    import gptkit.verbs
 
     def refused(verb, cfg):
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(gptkit.builder, "run", refused)
+    monkeypatch.setattr(gptkit.verbs, "run", refused)
     code = main(["fit", str(REPO / "recipes" / "quickstart" / "pretrain.yaml")])
     err = capsys.readouterr().err
     assert code == 1 and err == "error: ConnectionRefusedError: [Errno 111] Connection refused\n"

@@ -104,9 +104,9 @@ def test_pretraining_refuses_a_monitor_it_never_logs(tmp_path, monitor):
 
 @pytest.mark.parametrize("monitor", ["val/loss", "val/ppl", "train/loss"])
 def test_pretraining_monitors(monitor):
-    from gptkit.config import check_pretrain_monitor
+    from gptkit.monitor import check_monitor
 
-    check_pretrain_monitor(load_config(None, [f"checkpoint.monitor={monitor}"]))
+    check_monitor(load_config(None, [f"checkpoint.monitor={monitor}"]))
 
 
 @pytest.mark.parametrize(("recipe", "overrides", "expected"), [
@@ -121,10 +121,11 @@ def test_pretraining_monitors(monitor):
 ])
 def test_best_checkpoints_follow_the_monitor(tmp_path, recipe, overrides, expected):
     from gptkit.builder import build_callbacks
+    from gptkit.checkpointing import BestCheckpoint
 
     recipes = Path(__file__).parent.parent / "recipes"
     cfg = load_config(recipe and recipes / recipe, overrides)
-    assert build_callbacks(cfg, tmp_path)[0][0].mode == expected
+    assert next(cb for cb in build_callbacks(cfg, tmp_path) if isinstance(cb, BestCheckpoint)).mode == expected
 
 
 @pytest.mark.parametrize(("recipe", "overrides", "worst"), [
@@ -136,13 +137,12 @@ def test_best_checkpoints_follow_the_monitor(tmp_path, recipe, overrides, expect
     ("stsb.yaml", ["checkpoint.mode=min"], "lowest val/pearson"),
 ])
 def test_a_mode_that_keeps_the_worst_checkpoints_is_refused(recipe, overrides, worst):
-    from gptkit.builder import check_task_config
-    from gptkit.tasks import get_task
+    from gptkit.monitor import check_monitor
 
     with pytest.raises(ConfigError, match=rf"would keep the checkpoints with the {worst}, the worst ones; "
                                           r"set checkpoint.mode=(min|max), or leave it null"):
         cfg = load_config(recipe and Path(__file__).parent.parent / "recipes" / recipe, overrides)
-        check_task_config(cfg, get_task(cfg.data.name))
+        check_monitor(cfg)
 
 
 def test_a_registered_tasks_metric_sets_the_mode():
@@ -153,7 +153,7 @@ def test_a_registered_tasks_metric_sets_the_mode():
     from torchmetrics import MeanSquaredError
     from torchmetrics.regression import PearsonCorrCoef
 
-    from gptkit.builder import task_metric_mode
+    from gptkit.monitor import task_metric_mode
 
     task = SimpleNamespace(metrics=lambda: {"mse": MeanSquaredError(), "pearson": PearsonCorrCoef()})
     assert task_metric_mode(task, "val/mse") == "min" and task_metric_mode(task, "val/mse_matched") == "min"
@@ -209,7 +209,7 @@ def test_compile_mode_reaches_torch_compile(monkeypatch, overrides, expected):
     monkeypatch.setattr(GPT, "compile", lambda self, **kwargs: calls.append(kwargs))
     cfg = load_config(None, ["model.n_layer=1", "model.n_embd=16", "model.n_head=2", "model.n_ctx=16", *overrides])
     tokenizer = type("Tok", (), {"vocab_size": 50})()
-    module = build_module(cfg, tokenizer, {"kind": "bpe"}, ckpt_path=None)
+    module = build_module(cfg, tokenizer, {"kind": "bpe"})
     module.configure_model()
     module.configure_model()  # Lightning may call it again (e.g. after a restart): compiled once
     if isinstance(expected, dict):  # with tuning: the mode's inductor options plus coordinate descent
@@ -218,40 +218,57 @@ def test_compile_mode_reaches_torch_compile(monkeypatch, overrides, expected):
         assert calls == ([] if expected is None else [{"mode": expected}])
 
 
+def best_file(folder: Path, name: str, when: int, record: bool = True) -> None:
+    """A ``best-*.ckpt`` as BestCheckpoint writes it: the monitor and score it was kept for, recorded in
+    the callback's saved state (parsed here from its name); ``record=False``: a file without one."""
+    import re
+
+    import torch
+
+    path = folder / name
+    if record:
+        monitor, score = re.search(r"-(val_[a-z]+)(-?[\d.]+|nan)(?:-v\d+)?\.ckpt$", name).groups()
+        state = {"monitor": monitor.replace("_", "/", 1), "current_score": torch.tensor(float(score))}
+        torch.save({"callbacks": {"BestCheckpoint{...}": state}}, path)
+    else:
+        path.write_bytes(b"")
+    os.utime(path, (1e9 + when, 1e9 + when))
+
+
 def test_ckpt_path_best_names_what_is_missing(tmp_path):
-    from gptkit.builder import resolve_ckpt_path
+    from gptkit.checkpoint import resolve_ckpt_path
     from gptkit.errors import CheckpointError
 
     cfg = load_config(None, [f"run.dir={tmp_path}", "run.name=r", "ckpt_path=best"])
     with pytest.raises(CheckpointError, match=r"run 'r' has no best checkpoint in .*checkpoints \(one is saved at each"):
-        resolve_ckpt_path(cfg)
+        resolve_ckpt_path(cfg, tmp_path / "r")
     (tmp_path / "r" / "checkpoints").mkdir(parents=True)
     for i, name in enumerate(("best-step4-val_loss3.1000.ckpt", "best-step8-val_loss2.9000.ckpt")):
-        (tmp_path / "r" / "checkpoints" / name).write_bytes(b"")
-        os.utime(tmp_path / "r" / "checkpoints" / name, (1e9 + i, 1e9 + i))
-    assert resolve_ckpt_path(cfg).endswith("best-step8-val_loss2.9000.ckpt")
+        best_file(tmp_path / "r" / "checkpoints", name, i)
+    assert resolve_ckpt_path(cfg, tmp_path / "r").endswith("best-step8-val_loss2.9000.ckpt")
     last = load_config(None, [f"run.dir={tmp_path}", "run.name=r", "ckpt_path=last"])
     with pytest.raises(CheckpointError, match=r"last.ckpt does not exist; it has best-step8-val_loss2.9000.ckpt: "
                                               r"use ckpt_path=best"):
-        resolve_ckpt_path(last)
+        resolve_ckpt_path(last, tmp_path / "r")
 
 
 def test_ckpt_path_best_falls_back_to_the_monitor_the_run_recorded(tmp_path, capsys):
     """A fine-tuning run trained with checkpoint.monitor=val/loss, evaluated without that override: the
-    file names carry val_loss, and the run's config.yaml says which way it improves."""
-    from gptkit.builder import resolve_ckpt_path
+    files record their val/loss scores, and the rules of gptkit.monitor say which way it improves."""
+    from gptkit.checkpoint import resolve_ckpt_path
 
     folder = tmp_path / "r" / "checkpoints"
     folder.mkdir(parents=True)
-    for i, name in enumerate(["best-step1-val_loss1.0000.ckpt", "best-step2-val_loss3.0000.ckpt"]):
-        (folder / name).write_bytes(b"")
-        os.utime(folder / name, (1e9 + i, 1e9 + i))
+    names = ["best-step1-val_loss1.0000.ckpt", "best-step2-val_loss3.0000.ckpt"]
+    for i, name in enumerate(names):
+        best_file(folder, name, i, record=False)
     cfg = load_config(Path(__file__).parent.parent / "recipes" / "sst2.yaml",
                       [f"run.dir={tmp_path}", "run.name=r", "ckpt_path=best"])  # monitors val/acc
-    assert resolve_ckpt_path(cfg).endswith("best-step2-val_loss3.0000.ckpt")  # no record: the newest, and said
-    assert "no best checkpoint in" in capsys.readouterr().err
-    (tmp_path / "r" / "config.yaml").write_text("checkpoint:\n  monitor: val/loss\n  mode: null\n")
-    assert resolve_ckpt_path(cfg).endswith("best-step1-val_loss1.0000.ckpt")
+    assert resolve_ckpt_path(cfg, tmp_path / "r").endswith("best-step2-val_loss3.0000.ckpt")  # no record: the newest
+    assert "no best checkpoint in" in capsys.readouterr().err  # ... and said
+    for i, name in enumerate(names):
+        best_file(folder, name, i)
+    assert resolve_ckpt_path(cfg, tmp_path / "r").endswith("best-step1-val_loss1.0000.ckpt")
 
 
 @pytest.mark.parametrize(("monitor", "names", "best"), [
@@ -262,19 +279,18 @@ def test_ckpt_path_best_falls_back_to_the_monitor_the_run_recorded(tmp_path, cap
     ("val/pearson", ["best-step1-val_pearson0.3000.ckpt", "best-step2-val_pearson-0.5000.ckpt"], "best-step1"),
     ("val/pearson", ["best-step1-val_pearson-0.7000.ckpt", "best-step2-val_pearson-0.5000.ckpt"], "best-step2"),
     ("val/loss", ["best-step1-val_loss2.0000.ckpt", "best-step2-val_lossnan.ckpt"], "best-step1"),
-    # the monitor was changed: no file carries its score, so the newest
+    # the monitor was changed: no file carries its score, and no file says what it was kept for: the newest
     ("val/acc", ["best-step1-val_loss1.0000.ckpt", "best-step2-val_loss3.0000.ckpt"], "best-step2"),
 ])
 def test_ckpt_path_best_is_the_best_score(tmp_path, monitor, names, best):
-    from gptkit.builder import resolve_ckpt_path
+    from gptkit.checkpoint import resolve_ckpt_path
 
     folder = tmp_path / "r" / "checkpoints"
     folder.mkdir(parents=True)
     for i, name in enumerate(names):
-        (folder / name).write_bytes(b"")
-        os.utime(folder / name, (1e9 + i, 1e9 + i))
+        best_file(folder, name, i, record=monitor != "val/acc")
     cfg = load_config(None, [f"run.dir={tmp_path}", "run.name=r", "ckpt_path=best", f"checkpoint.monitor={monitor}"])
-    assert best in Path(resolve_ckpt_path(cfg)).name
+    assert best in Path(resolve_ckpt_path(cfg, tmp_path / "r")).name
 
 
 def test_a_single_data_file_needs_no_brackets(tmp_path):
@@ -285,10 +301,9 @@ def test_a_single_data_file_needs_no_brackets(tmp_path):
 
 @pytest.mark.parametrize("monitor", ["acc", "train/acc", "val/mcc"])
 def test_a_task_refuses_a_monitor_it_never_logs(monitor):
-    from gptkit.builder import check_task_config
-    from gptkit.tasks import get_task
+    from gptkit.monitor import check_monitor
 
     cfg = load_config(Path(__file__).parent.parent / "recipes" / "sst2.yaml", [f"checkpoint.monitor={monitor}"])
     with pytest.raises(ConfigError, match=rf"checkpoint.monitor={monitor} is not a metric that task sst2 logs; "
                                           r"choose one of val/acc, val/loss, train/loss, train/task_loss"):
-        check_task_config(cfg, get_task("sst2"))
+        check_monitor(cfg)

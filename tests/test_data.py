@@ -70,6 +70,15 @@ def test_malformed_sources_name_file_and_line(tmp_path, name, content, message):
         list(read_source(Source(path, fmt)))
 
 
+@pytest.mark.parametrize("name", ["a.csv", "a.txt", "a.jsonl"])
+def test_utf16_source_without_bom_is_named(tmp_path, name):
+    # it decodes as UTF-8 (NUL is valid): a CSV "had no column 'text'", a text file was trained on, NULs and all
+    path = tmp_path / name
+    path.write_bytes('id,text\n1,"{""text"": ""hello""}"\n'.encode("utf-16-le"))
+    with pytest.raises(DataError, match=rf"{name}:1: not UTF-8 text but UTF-16 \(little-endian, no byte-order mark"):
+        list(read_source(Source(path, src.SUFFIXES[path.suffix])))
+
+
 def test_csv_empty_text_cells_are_counted_and_reported(tmp_path, tok, news_text, capsys):
     # 1,000 of 3,000 rows with an empty text cell: kept out of the corpus, but counted and reported
     words = news_text.replace('"', "").split()

@@ -10,6 +10,8 @@ import torch
 from conftest import REPO, folder_snapshot, run_cli
 from finetune_helpers import GLUE, SAMPLES, tiny_tokenizer
 
+pytestmark = pytest.mark.slow  # real `gptkit fit/test/predict/glue` runs in subprocesses
+
 TINY_FT = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.n_ctx=64", "data.batch_size=8",
            "logging.progress=plain", "logging.throughput=false", "trainer.accelerator=cpu", "trainer.devices=1",
            "optim.lr=1e-3", "trainer.log_every_n_steps=2"]

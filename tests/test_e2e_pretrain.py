@@ -1,29 +1,19 @@
 """End to end: the real `gptkit fit` on real news text, then `gptkit generate`, resume and evaluate."""
 
-import glob
 import json
+import re
 
 import pytest
 import torch
-from conftest import NEWS, REPO, TINY, folder_snapshot, run_cli
+from conftest import NEWS, QUICK, TINY, folder_snapshot, run_cli
+from fit_helpers import scalars
 
-QUICK = str(REPO / "recipes" / "quickstart" / "pretrain.yaml")
+pytestmark = pytest.mark.slow  # every test here builds on a real `gptkit fit` in a subprocess
+
 ARGS = [QUICK, "data.corpus=null", f"data.files=[{NEWS}]", *TINY, "model.n_embd=64", "model.n_ctx=64",
         "tokenizer.vocab_size=1000", "data.batch_size=16", "optim.lr=1e-3", "optim.warmup_steps=10",
         "trainer.max_steps=80", "trainer.val_check_interval=40", "trainer.log_every_n_steps=10",
         "trainer.limit_val_batches=null", "run.name=e2e"]
-
-
-def scalars(run_dir, tag):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = []
-    for path in sorted(glob.glob(str(run_dir / "tensorboard" / "*" / "events.*"))):
-        acc = EventAccumulator(path)
-        acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            values += [(e.step, e.value) for e in acc.Scalars(tag)]
-    return values
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +45,9 @@ def test_fit_learns_real_text(trained):
     for (_, t), (_, f) in zip(tokens, flops):
         assert t > 0 and 6 * n_params < f / t < 9 * n_params
     assert len(scalars(run_dir, "train/first_update_s")) == 1 and "first update: " in out.stderr
+    # the closing line: updates, wall time, the best and the final val/loss, the checkpoints
+    assert re.search(r"done: 80 updates in \S+; best val/loss [\d.]+ \(update (40|80)\), final [\d.]+; "
+                     r"last checkpoint \S+last\.ckpt, best \S+\.ckpt", out.stderr), out.stderr[-1500:]
 
 
 def test_generate_from_checkpoint(trained):
@@ -74,6 +67,7 @@ def test_refuses_to_overwrite_then_resumes_and_validates(trained):
     resumed = run_cli("fit", *ARGS, "trainer.max_steps=90", "ckpt_path=last", cwd=cwd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "step 90/90" in resumed.stderr
+    assert "done: 10 updates (80 to 90) in " in resumed.stderr
     # the cosine schedule now runs to 90: at update 80 its rate is no longer 0, and the run says so
     assert "resuming at update 80: the learning rate goes from 0 (the checkpoint's) to" in resumed.stderr
     # the resumed run's curves continue in the run's TensorBoard version

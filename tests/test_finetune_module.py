@@ -9,6 +9,7 @@ import pytest
 import torch
 from finetune_helpers import ROOTS, tiny_tokenizer
 
+from gptkit.checkpoint import load_pretrained
 from gptkit.data.finetune import FinetuneDataModule
 from gptkit.model import lm_loss
 from gptkit.module import GPTModule
@@ -89,7 +90,7 @@ def test_init_transfers_embeddings_and_first_k_blocks():
     ft = GPTModule({**TINY, "vocab_size": tiny_tokenizer().vocab_size}, OPTIM, task="sst2")
     fresh_block1 = ft.backbone.blocks[1].attn.c_attn.weight.clone()
     fresh_special = ft.backbone.tokens_embed.weight[-3:].clone()
-    keys = ft.load_pretrained(state, n_transfer=1)
+    keys = load_pretrained(ft.backbone, state, n_transfer=1)
     assert "blocks.0.attn.c_attn.weight" in keys and not any(k.startswith("blocks.1.") for k in keys)
     assert torch.equal(ft.backbone.blocks[0].attn.c_attn.weight, pre.backbone.blocks[0].attn.c_attn.weight)
     assert torch.equal(ft.backbone.blocks[1].attn.c_attn.weight, fresh_block1)  # not transferred
@@ -102,9 +103,10 @@ def test_mnli_fit_logs_matched_and_mismatched(tmp_path):
     """In-process build + Trainer: two validation sets, metric names with their suffixes."""
     from finetune_helpers import GLUE
 
-    from gptkit.builder import build, run
+    from gptkit.builder import build
     from gptkit.config import load_config
     from gptkit.errors import ConfigError
+    from gptkit.verbs import run
 
     tiny_tokenizer().save(tmp_path / "tok.json")
     cfg = load_config(str(Path(__file__).parent.parent / "recipes" / "mnli.yaml"), [
@@ -119,7 +121,7 @@ def test_mnli_fit_logs_matched_and_mismatched(tmp_path):
     # Two test sets -> two GLUE submission files with label names.
     from omegaconf import OmegaConf
 
-    from gptkit.builder import predict
+    from gptkit.verbs import predict
 
     # Evaluating the run needs only the recipe, the data and the run: tokenizer and sizes come from the
     # checkpoint (the recipe's defaults are the paper's 12 x 768).

@@ -20,10 +20,10 @@ from conftest import NEWS, REPO
 from finetune_helpers import GLUE, SAMPLES, tiny_tokenizer
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gptkit.builder import build, fit_or_stop
+from gptkit.builder import build
 from gptkit.config import load_config
-from gptkit.module import FiniteFlag
-from gptkit.reliability import HostCopy
+from gptkit.reliability import FiniteFlag, HostCopy
+from gptkit.verbs import fit
 
 LOG_EVERY = 4
 STEPS = 10
@@ -95,12 +95,9 @@ def fit_and_count(recipe: str, args: list[str]) -> dict:
               "trainer.limit_val_batches=2", "trainer.accelerator=cpu", "trainer.devices=1",
               "checkpoint.every_n_train_steps=3", "run.overwrite=true"]
     cfg = load_config(str(REPO / "recipes" / recipe), [*common, *args])
-    c = build(cfg)
-    c.datamodule.prepare_data()
-    c.datamodule.setup("fit")
     mode = HostReads()
-    c.trainer.callbacks.append(Window(mode))
-    fit_or_stop(c, None)
+    c = build(cfg, callbacks=[Window(mode)])
+    fit(c)
     assert c.trainer.global_step == STEPS
     assert mode.checkpoint_steps and not mode.checkpoint_steps & {1, 2, 7}  # some steps stay quiet
     return mode
@@ -146,9 +143,9 @@ def test_the_counter_catches_a_read_in_a_step(tmp_path, monkeypatch):
     original = GPTModule.training_step
 
     def reads_its_loss(self, batch, batch_idx):
-        loss = original(self, batch, batch_idx)
-        loss.item()
-        return loss
+        out = original(self, batch, batch_idx)
+        out["loss"].item()
+        return out
 
     monkeypatch.setattr(GPTModule, "training_step", reads_its_loss)
     tiny_tokenizer().save(tmp_path / "tok.json")

@@ -4,8 +4,7 @@ import json
 import os
 
 import pytest
-from conftest import NEWS
-from test_fuzz import QUICK, TINY
+from conftest import NEWS, ONE_STEP, QUICK
 
 from gptkit.cli import main
 
@@ -14,7 +13,7 @@ from gptkit.cli import main
 def built(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.txt").write_text(NEWS.read_text()[:3000])
-    args = ["fit", QUICK, "run.dir=runs", "run.data_dir=cache", "data.corpus=null", "data.files=[a.txt]", *TINY,
+    args = ["fit", QUICK, "run.dir=runs", "run.data_dir=cache", "data.corpus=null", "data.files=[a.txt]", *ONE_STEP,
             "run.overwrite=true"]
     assert main(args) == 0, capsys.readouterr().err[-2000:]
     capsys.readouterr()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_fused_loss_matches_plain
 
-from gptkit.model import _cross_entropy_and_grad
+from gptkit.fastpath import _cross_entropy_and_grad
 
 if importlib.util.find_spec("triton") is None:
     pytest.skip("Triton is not installed", allow_module_level=True)
@@ -80,84 +80,3 @@ def test_fused_loss_through_the_triton_kernel_matches_the_plain_loss(kernel, mon
     """The CUDA path of the fused loss with Triton's kernel: loss and every gradient as the plain loss."""
     assert_fused_loss_matches_plain(monkeypatch, lambda *args: kernel(*args, block=64), DEVICE)
 
-
-@pytest.fixture(scope="module")
-def mask_kernel():
-    from gptkit.kernels import dropout_mask
-
-    return dropout_mask
-
-
-def _keep_rate_is(mask: torch.Tensor, p: float) -> bool:
-    """Within 5 standard deviations of a Bernoulli(1 - p) mean (the seeds are fixed, so no flakiness)."""
-    return abs(mask.float().mean().item() - (1 - p)) < 5 * (p * (1 - p) / mask.numel()) ** 0.5
-
-
-@in_process
-@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
-@pytest.mark.parametrize("extra", [13, 0])  # a last program mostly out of range, or programs that fit exactly
-def test_dropout_mask_kernel_keeps_each_element_with_probability_one_minus_p(mask_kernel, p, extra):
-    from gptkit.kernels import DROPOUT_BLOCK
-
-    seed = torch.tensor(1234, device=DEVICE)
-    shape = (97, 4 * DROPOUT_BLOCK + extra)
-    mask = mask_kernel(seed, shape, p)
-    assert mask.shape == shape and mask.dtype == torch.bool and mask.device.type == DEVICE
-    assert _keep_rate_is(mask, p)
-    assert torch.equal(mask, mask_kernel(seed.clone(), shape, p))  # the seed decides the mask
-    # another seed, also one that differs only above bit 32: an independent mask (they agree w.p. 1 - 2p(1-p))
-    for other_seed in (1235, 1234 + 2**32):
-        other = mask_kernel(torch.tensor(other_seed, device=DEVICE), shape, p)
-        assert _keep_rate_is(mask == other, 2 * p * (1 - p)), other_seed
-    # The four outputs of each Philox call fill four blocks of a program: they must be independent
-    # of each other, and every block must be written (the tail too).
-    whole = mask.numel() // (4 * DROPOUT_BLOCK) * 4 * DROPOUT_BLOCK  # elements of the full programs
-    blocks = mask.flatten()[:whole].float().view(-1, 4, DROPOUT_BLOCK)
-    streams = blocks.transpose(0, 1).reshape(4, -1)
-    assert torch.corrcoef(streams).sub(torch.eye(4, device=DEVICE)).abs().max() < 5 / streams.size(1) ** 0.5
-    if p == 0.5:  # ... and no two programs share counters: no run of 64 elements (64 random bits) repeats
-        runs = blocks.flatten().view(-1, 64).long() << torch.arange(64, device=DEVICE)
-        assert runs.sum(1).unique().numel() == runs.size(0)
-    assert whole == mask.numel() if extra == 0 else _keep_rate_is(mask.flatten()[whole:], p)
-
-
-@in_process
-def test_dropout_mask_kernel_edges(mask_kernel):
-    seed = torch.tensor(7, device=DEVICE)
-    assert mask_kernel(seed, (1000,), 0.0).all() and not mask_kernel(seed, (1000,), 1.0).any()
-    assert mask_kernel(seed, (0, 5), 0.5).shape == (0, 5)
-    with pytest.raises(ValueError, match="one-element int64"):
-        mask_kernel(torch.tensor([1, 2], device=DEVICE), (4,), 0.5)
-    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        mask_kernel(seed, (4,), 1.5)
-
-
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
-@in_process
-def test_compiled_dropout_draws_its_mask_with_the_kernel(monkeypatch, fresh_dynamo):
-    """Compiled on a device in ``_MASK_KERNEL_DEVICES`` (meant for CUDA; here the interpreter's CPU), dropout's
-    mask comes from the Triton kernel, in one graph, and the gradient uses the same mask."""
-    import gptkit.kernels
-    from gptkit import model as model_module
-
-    calls = []
-    kernel = gptkit.kernels.dropout_mask
-    monkeypatch.setattr(gptkit.kernels, "dropout_mask", lambda *args: calls.append(args) or kernel(*args))
-    monkeypatch.setattr(model_module, "_MASK_KERNEL_DEVICES", {DEVICE})
-    torch.manual_seed(0)
-    x = torch.randn(64, 300, device=DEVICE, requires_grad=True)
-    fn = torch.compile(lambda t: model_module.dropout(t * 2, 0.25), fullgraph=True)
-    out = fn(x)
-    out.sum().backward()
-    assert len(calls) == 1 and calls[0][2] == 0.25
-    kept = out != 0
-    assert _keep_rate_is(kept, 0.25)
-    assert torch.allclose(out[kept], (x * 2 / 0.75)[kept])
-    assert torch.allclose(x.grad, kept * (2 / 0.75))  # backward through the forward's mask
-    assert not torch.equal(fn(x) != 0, kept)  # a fresh seed each call

@@ -11,6 +11,7 @@ transformers = pytest.importorskip("transformers")
 FIXTURE = Path(__file__).parent / "fixtures" / "openai_transformer" / "transformer_small.tar.gz"
 
 
+@pytest.mark.slow
 def test_import_fit_export_roundtrip(tmp_path):
     with tarfile.open(FIXTURE) as tf:
         tf.extractall(tmp_path / "release", filter="data")
@@ -41,6 +42,7 @@ def test_import_fit_export_roundtrip(tmp_path):
     assert tokenizer.vocab_size == model.config.vocab_size
 
 
+@pytest.mark.slow
 def test_import_errors_are_clear(tmp_path):
     out = run_cli("import", "openai-gpt", "--from", "nowhere", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "nowhere" in out.stderr

@@ -57,8 +57,9 @@ def test_fused_adamw_is_left_off_with_a_grad_scaler_and_clipping():
 def _finetune_weights(tmp_path, name, *overrides):
     from finetune_helpers import GLUE, tiny_tokenizer
 
-    from gptkit.builder import build, fit_or_stop
+    from gptkit.builder import build
     from gptkit.config import load_config
+    from gptkit.verbs import fit
 
     tiny_tokenizer().save(tmp_path / "tok.json")
     repo = Path(__file__).parent.parent
@@ -70,9 +71,7 @@ def _finetune_weights(tmp_path, name, *overrides):
         *overrides,
     ])
     c = build(cfg)
-    c.datamodule.prepare_data()
-    c.datamodule.setup("fit")
-    fit_or_stop(c, None)
+    fit(c)
     assert c.trainer.global_step == 6
     return c.trainer.optimizers[0].defaults["fused"], {k: v.float() for k, v in c.module.state_dict().items()}
 
@@ -120,7 +119,7 @@ def test_default_precision_asks_nvml_not_cuda(monkeypatch, capability, visible, 
     processes (ddp_fork, ddp_notebook); torch.cuda is asked only once CUDA is initialised anyway."""
     import ctypes
 
-    from gptkit import builder
+    from gptkit import devices
     from gptkit.config import load_config
 
     nvml = FakeNVML(capability)
@@ -143,10 +142,10 @@ def test_default_precision_asks_nvml_not_cuda(monkeypatch, capability, visible, 
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    assert builder.default_precision(load_config(None, [])) == precision
+    assert devices.default_precision(load_config(None, [])) == precision
     if capability is not None:
         assert nvml.asked == [3 if visible else 0] and nvml.shut
-    assert builder.default_precision(load_config(None, ["trainer.accelerator=cpu"])) == "32-true"
+    assert devices.default_precision(load_config(None, ["trainer.accelerator=cpu"])) == "32-true"
 
 
 def test_unfused_adamw_keeps_torchs_multi_tensor_default():

@@ -1,4 +1,4 @@
-"""`gptkit.builder.run` from a Python script, as a sweep calls it: extra callbacks, several fits in one
+"""`gptkit.run` from a Python script, as a sweep calls it: extra callbacks, several fits in one
 process, the caller's random state and Ctrl-C handler left as they were."""
 
 import logging
@@ -12,8 +12,7 @@ import pytorch_lightning as pl
 import torch
 from finetune_helpers import GLUE, tiny_tokenizer
 
-from gptkit.builder import run
-from gptkit.config import load_config
+from gptkit import load_config, run
 
 RECIPE = str(Path(__file__).parent.parent / "recipes" / "sst2.yaml")
 

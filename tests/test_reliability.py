@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli
-from test_resume import QUICK, Record, fit, tiny_args
+from conftest import QUICK, REPO, run_cli
+from fit_helpers import Record, fit, tiny_args
 
 from gptkit.errors import CheckpointError
 from gptkit.reliability import AtomicCheckpointIO
@@ -40,6 +40,7 @@ def wait_for(log: Path, text: str, proc, timeout=90):
 
 
 # -- preemption -----------------------------------------------------------------------------------
+@pytest.mark.slow  # a real `gptkit fit` in subprocesses
 @pytest.mark.parametrize("how", ["sigterm", "slurm-requeue", "slurm-scancel"])
 def test_signal_saves_resumable_checkpoint_and_exits_cleanly(corpus, tmp_path, how):
     root, path = corpus
@@ -102,6 +103,7 @@ AtomicCheckpointIO().save_checkpoint({"global_step": 2, "w": torch.zeros(1000)},
 """
 
 
+@pytest.mark.slow  # a writer in a subprocess, killed half-way
 def test_sigkill_during_checkpoint_write_leaves_last_intact(tmp_path):
     last = tmp_path / "last.ckpt"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -143,17 +145,17 @@ def test_every_file_gptkit_replaces_is_written_all_at_once(tmp_path, monkeypatch
 def test_a_non_finite_score_is_never_the_best_checkpoint(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from gptkit.reliability import BestCheckpoint
+    from gptkit.checkpointing import BestCheckpoint
 
     best = BestCheckpoint(dirpath=tmp_path, monitor="val/loss", mode="min", save_top_k=1)
-    best._save_topk_checkpoint(SimpleNamespace(global_step=7), {"val/loss": torch.tensor(float("nan"))})
+    assert not best.check_monitor_top_k(SimpleNamespace(global_step=7), torch.tensor(float("nan")))
     assert list(tmp_path.iterdir()) == [] and best.best_model_path == ""
     assert "val/loss is nan at update 7 (the model diverged, or the metric is undefined here)" in capsys.readouterr().err
 
 
 def test_a_best_checkpoint_of_another_run_folder_is_not_this_runs(tmp_path):
     """Resuming another run's checkpoint into a new folder restores that run's best path: not kept here."""
-    from gptkit.reliability import BestCheckpoint
+    from gptkit.checkpointing import BestCheckpoint
 
     best = BestCheckpoint(dirpath=tmp_path / "new" / "checkpoints", monitor="val/loss", mode="min")
     best.best_model_path = str(tmp_path / "old" / "checkpoints" / "best-step5-val_loss1.0000.ckpt")
@@ -225,7 +227,7 @@ class PoisonAt(Record):
 
 
 def test_nonfinite_loss_stops_with_step_and_checkpoint(corpus):
-    from gptkit.module import NonFiniteLossError
+    from gptkit.reliability import NonFiniteLossError
 
     root, path = corpus
     with pytest.raises(NonFiniteLossError, match=r"the loss became nan in update 7\. The last checkpoint is "
@@ -254,11 +256,12 @@ def test_nonfinite_loss_skip_skips_the_batch(corpus, capsys):
 
 # -- two processes (DDP on CPU) -------------------------------------------------------------------
 def scalars(run_dir, tag):
-    from test_e2e_pretrain import scalars as read
+    from fit_helpers import scalars as read
 
     return dict(read(run_dir, tag))
 
 
+@pytest.mark.slow  # a real `gptkit fit` in subprocesses
 def test_ddp_two_processes_match_one_process(corpus, tmp_path):
     root, path = corpus
     common = [*tiny_args(path, root, "x"), "trainer.max_steps=8", "trainer.log_every_n_steps=2",
@@ -314,6 +317,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # a real `gptkit fit` in subprocesses
 def test_ddp_nonfinite_loss_on_one_process_stops_both(corpus, tmp_path):
     """Both processes stop at the same update with the same message (the check reads the loss summed
     over processes), instead of one raising while the other waits in a collective."""
@@ -359,11 +363,12 @@ class Steps(pl.Callback):
 
 dist.barrier = counted_barrier
 build_callbacks = builder.build_callbacks
-builder.build_callbacks = lambda cfg, rdir: (lambda cb: ([*cb[0], Steps()], cb[1]))(build_callbacks(cfg, rdir))
+builder.build_callbacks = lambda *args: [*build_callbacks(*args), Steps()]
 sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # a real `gptkit fit` in subprocesses
 def test_ddp_steps_have_no_barriers(corpus, tmp_path):
     """A barrier makes a GPU host wait for the device (NCCL), so DDP training steps that log nothing
     and save nothing must not call one (Lightning's sync_dist puts one before every all-reduce)."""
@@ -382,6 +387,7 @@ def test_ddp_steps_have_no_barriers(corpus, tmp_path):
         assert counts.get("setup") and set(counts) - {"setup", "end"} <= {"4", "8"}, (rank, counts)
 
 
+@pytest.mark.slow  # a real `gptkit fit` in subprocesses
 def test_ddp_fine_tuning_with_length_grouped_batches(tmp_path):
     """data.group_by_length under DDP: Lightning keeps gptkit's sampler (a DistributedSampler), and
     both processes train on their shares of the same global batches."""
@@ -398,6 +404,7 @@ def test_ddp_fine_tuning_with_length_grouped_batches(tmp_path):
     assert "Traceback" not in out.stderr and out.stderr.count("step 6/6") == 1
 
 
+@pytest.mark.slow  # a real `gptkit fit` in subprocesses
 @pytest.mark.parametrize("recipe", ["pretrain", "finetune"])
 def test_ddp_sigterm_stops_every_process_at_one_update(corpus, tmp_path, recipe):
     """SIGTERM to the launching process under DDP: every process stops at the same update and rank 0
@@ -435,6 +442,7 @@ def test_ddp_sigterm_stops_every_process_at_one_update(corpus, tmp_path, recipe)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step >= 10
 
 
+@pytest.mark.slow  # a real `gptkit fit` in subprocesses
 def test_ddp_with_fewer_validation_blocks_than_processes(corpus, tmp_path):
     root, path = corpus
     out = run_cli("fit", QUICK, *tiny_args(path, root, "ddp-small-val"), "data.val_fraction=0.001",

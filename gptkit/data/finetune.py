@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gptkit import console
+from gptkit.data.cache import resolve_data_dir
 from gptkit.data.sampler import ResumableDataLoader, ResumableSampler
 from gptkit.errors import ConfigError, DataError
 from gptkit.tasks import get_task
@@ -108,7 +109,7 @@ class FinetuneDataModule(pl.LightningDataModule):
 
     ``root`` is the folder the user downloaded (e.g. ``~/data/glue_data`` or ``~/data/RACE``);
     for a task with a catalogue corpus (polarity) it may be unset, and the corpus is fetched into
-    ``data_dir``;
+    ``data_dir`` (``None``: the per-user cache, :func:`gptkit.data.cache.resolve_data_dir`);
     ``subset`` selects part of a dataset (RACE: ``all``, ``middle``, ``high``); ``seed`` fixes the
     order of training batches. ``group_by_length`` batches examples of similar length together
     (:class:`LengthGroupedSampler`; less padding, faster on CPUs; off by default, as the paper
@@ -128,7 +129,7 @@ class FinetuneDataModule(pl.LightningDataModule):
         skip_bad_rows: bool = False,
         subset: str | None = None,
         seed: int = 0,
-        data_dir: str | Path = "data",
+        data_dir: str | Path | None = None,
         group_by_length: bool = False,
         pin_memory: bool = False,
     ) -> None:
@@ -139,7 +140,7 @@ class FinetuneDataModule(pl.LightningDataModule):
                 raise ConfigError(f"data.root is not set: point it at the {self.task.title} files you downloaded")
             root = None  # fetched from the corpus catalogue in prepare_data
         self.root = Path(str(root)).expanduser() if root is not None else None
-        self.data_dir = Path(str(data_dir)).expanduser()
+        self.data_dir = resolve_data_dir(data_dir)
         self.tokenizer = tokenizer
         self.n_ctx = n_ctx
         self.batch_size = batch_size

@@ -13,6 +13,7 @@ import csv
 import glob
 import json
 import os
+import shlex
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ class Source:
 
 
 def resolve_sources(
-    files: list[str], corpus: str | None, text_field: str, data_dir: str | os.PathLike
+    files: list[str], corpus: str | None, text_field: str, data_dir: str | os.PathLike | None = None
 ) -> list[Source]:
     """Expand globs and the catalogue corpus into an ordered list of sources, checking each exists."""
     sources: list[Source] = []
@@ -108,8 +109,37 @@ def utf8_error_at(path: Path | str) -> tuple[int, int, str] | None:
             base, pending = base + used, data[used:]
 
 
+def utf16_message(path: Path | str, sample_bytes: int = 4096) -> str | None:
+    """Why ``path`` looks like UTF-16 rather than UTF-8, with the command that converts it; else None.
+
+    A UTF-16 file starts with a byte-order mark, or, without one, its ASCII characters leave a NUL in
+    every other byte: such a file may even decode as UTF-8 (NUL is valid UTF-8) and then fail later
+    with a confusing message (a CSV or TSV "has no column 'sentence'"), or be trained on as garbage."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(sample_bytes)
+    except OSError:
+        return None
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        how, codec = "it starts with a UTF-16 byte-order mark", "UTF-16"
+    else:
+        pairs = len(head) // 2
+        even, odd = head[0 : 2 * pairs : 2].count(0), head[1 : 2 * pairs : 2].count(0)
+        if pairs < 2 or not (max(even, odd) >= 0.6 * pairs and min(even, odd) <= 0.05 * pairs):
+            return None
+        endian = "little" if odd > even else "big"
+        how = f"{endian}-endian, no byte-order mark: every other byte is NUL"
+        codec = "UTF-16LE" if odd > even else "UTF-16BE"
+    src, tmp = shlex.quote(str(path)), shlex.quote(f"{path}.utf8")
+    return (f"{path}:1: not UTF-8 text but UTF-16 ({how}); convert it in place, e.g. "
+            f"`iconv -f {codec} -t UTF-8 {src} > {tmp} && mv {tmp} {src}`")
+
+
 def not_utf8_message(path: Path | str, exc: UnicodeDecodeError) -> str:
-    """``path:line: not UTF-8 text (byte N: reason)``, the line found by :func:`utf8_error_at`."""
+    """``path:line: not UTF-8 text (byte N: reason)``, the line found by :func:`utf8_error_at`
+    (or, for a UTF-16 file, :func:`utf16_message`)."""
+    if (utf16 := utf16_message(path)) is not None:
+        return utf16
     found = utf8_error_at(path)
     if found is None:  # the file changed under us: say what the decoder said
         return f"{path}: not UTF-8 text ({exc.reason})"
@@ -224,6 +254,8 @@ def read_source(source: Source, stats: SourceStats | None = None) -> Iterator[st
     readers = {"txt": lambda: _read_txt(source.path),
                "jsonl": lambda: _read_jsonl(source.path, source.text_field, stats),
                "csv": lambda: _read_csv(source.path, source.text_field, stats)}
+    if (utf16 := utf16_message(source.path)) is not None:  # it may decode as UTF-8, NULs and all
+        raise DataError(f"{utf16} (or remove it from data.files)")
     try:
         yield from readers[source.fmt]()
     except UnicodeDecodeError as exc:

@@ -8,7 +8,7 @@ from gptkit.checkpoint import (
     CONFIG_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
-    ckpt_hparams,
+    CheckpointInfo,
     load_backbone,
     save_pretrained,
 )
@@ -139,7 +139,7 @@ def run_export(ckpt: str, to: str, out_dir: str, overwrite: bool = False) -> Pat
     else:
         tok_json = Path(tok_path).read_text(encoding="utf-8") if tok_path else None
         out = save_pretrained(out, state, config, tok_json, {"source": str(ckpt)})
-    task = None if Path(ckpt).expanduser().is_dir() else ckpt_hparams(Path(ckpt).expanduser()).get("task")
+    task = CheckpointInfo.read(ckpt).task
     print(
         f"exported {ckpt} -> {out} ({'transformers OpenAIGPTLMHeadModel' if to == 'hf' else 'gptkit folder'}; "
         f"{config.n_layer} layer{'s' * (config.n_layer != 1)}, width {config.n_embd}, vocabulary {config.vocab_size})"

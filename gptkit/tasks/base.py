@@ -31,6 +31,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -306,12 +307,49 @@ class RowReader:
         self.stats.excluded[reason] = self.stats.excluded.get(reason, 0) + 1
 
 
+# The files the split being loaded has opened (set by TaskSpec.load), so that a split that yields no
+# examples can name them rather than the dataset folder.
+_FILES_READ: ContextVar[list[Path] | None] = ContextVar("gptkit_task_files_read", default=None)
+
+
+def _reading(path: Path) -> None:
+    """Note ``path`` as read by the split being loaded; refuse a UTF-16 file, which may decode as UTF-8."""
+    from gptkit.data.sources import utf16_message
+
+    files = _FILES_READ.get()
+    if files is not None and path not in files:
+        files.append(path)
+    if (utf16 := utf16_message(path)) is not None:
+        raise DataError(utf16)
+
+
 def require_file(path: Path, what: str) -> Path:
     """``path`` if it is a file, else a DataError saying which file of which dataset is missing."""
     if not path.is_file():
         hint = "" if path.parent.is_dir() else f" (the folder {path.parent} does not exist either)"
         raise DataError(f"missing {what} file {path}{hint}")
+    _reading(path)
     return path
+
+
+def nothing_read(root: Path | str, files: Sequence[Path], stats: ReadStats) -> str:
+    """Why a split gave no examples, naming the file(s) it read (or ``root`` when none is known)."""
+    if not files:
+        return f"no examples were read from {root}"
+    if len(files) > 1:
+        shown = ", ".join(map(str, files[:3])) + (", ..." if len(files) > 3 else "")
+        return f"no examples were read from the {len(files)} files read under {root} ({shown})"
+    path = files[0]
+    if stats.skipped or stats.excluded:
+        return f"no examples were read from {path} ({stats.describe()})"
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        empty = False
+    if empty:
+        return f"no examples were read from {path}: the file is empty (0 bytes); download or extract it again"
+    return (f"no examples were read from {path}: it holds no data rows (a header line or blank lines "
+            "only); check that it is the complete file")
 
 
 def not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
@@ -329,6 +367,7 @@ def holds_row(line: str) -> bool:
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line) without the line ending; accepts LF and CRLF; drops a UTF-8 BOM."""
+    _reading(path)
     with open(path, encoding="utf-8-sig", newline="") as f:
         try:
             for number, line in enumerate(f, start=1):
@@ -441,6 +480,9 @@ class TaskMetrics(nn.Module):
 # ---------------------------------------------------------------------------------------------
 ReadFn = Callable[[Path, str, RowReader, "str | None"], list[Example]]
 
+# The three-way NLI labels, in the order of the released files (MNLI and SNLI share them).
+NLI3: tuple[str, ...] = ("entailment", "neutral", "contradiction")
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -449,9 +491,9 @@ class TaskSpec:
     ``read(root, split, reader, subset)`` returns the examples of ``split`` (one of ``train``,
     ``val_splits``, ``test_splits``) read from the official files under ``root``. ``transform`` is
     the paper's input transform; ``labels`` the label names (``None`` for regression, where the
-    label is a float); ``metrics`` builds a fresh MetricCollection; ``monitor`` names the
-    validation metric that chooses the best checkpoint (higher is better). ``prediction_files``
-    maps each test split to the file name of a prediction file (GLUE submission names for GLUE).
+    label is a float); ``metrics`` builds a fresh MetricCollection (see
+    :mod:`gptkit.tasks.metrics`). ``prediction_files`` maps each test split to the file name of a
+    prediction file (GLUE submission names for GLUE).
     ``split_names`` gives the metric suffix of each eval split of a task with several (MNLI).
     """
 
@@ -460,7 +502,6 @@ class TaskSpec:
     transform: Transform
     read: ReadFn
     metrics: Callable[[], MetricCollection]
-    monitor: str
     labels: tuple[str, ...] | None
     val_splits: tuple[str, ...] = ("dev",)
     test_splits: tuple[str, ...] = ("test",)
@@ -571,12 +612,16 @@ class TaskSpec:
         if split not in known:
             raise ConfigError(f"task {self.name!r} has no split {split!r}; it has {', '.join(known)}")
         reader = RowReader(skip_bad_rows)
+        files: list[Path] = []
+        token = _FILES_READ.set(files)
         try:
             examples = self.read(Path(root).expanduser(), split, reader, self.check_subset(subset))
         except DataError as exc:
             # Name the task (data.name) and split in every data error.
             raise DataError(f"task {self.name}, {split} split: {exc}") from None
+        finally:
+            _FILES_READ.reset(token)
         reader.stats.rows = len(examples)
         if not examples:
-            raise DataError(f"task {self.name}, {split} split: no examples were read from {root}")
+            raise DataError(f"task {self.name}, {split} split: {nothing_read(root, files, reader.stats)}")
         return examples, reader.stats

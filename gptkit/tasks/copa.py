@@ -20,7 +20,7 @@ from pathlib import Path
 
 from gptkit.errors import DataError
 from gptkit.tasks.base import Example, RowReader, TaskSpec, check_texts, read_lines, require_file
-from gptkit.tasks.glue import accuracy
+from gptkit.tasks.metrics import accuracy
 
 QUESTIONS = {"cause": "What was the cause of this?", "effect": "What happened as a result?"}
 JSONL = {"train": "train.jsonl", "dev": "val.jsonl", "test": "test.jsonl"}
@@ -117,7 +117,6 @@ COPA = TaskSpec(
     transform="multiple_choice",
     read=read_copa,
     metrics=lambda: accuracy(2),
-    monitor="acc",
     labels=("1", "2"),
     description="Choice Of Plausible Alternatives: the more plausible cause or effect (accuracy)",
 )

@@ -10,15 +10,10 @@ for ``gptkit test`` and writes test predictions for ``gptkit predict``.
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryF1Score, BinaryMatthewsCorrCoef, MulticlassAccuracy
-from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from gptkit.console import log
 from gptkit.errors import DataError
@@ -31,6 +26,7 @@ from gptkit.outputs import (
     read_results,
 )
 from gptkit.tasks.base import (
+    NLI3,
     Example,
     RowReader,
     TaskSpec,
@@ -39,32 +35,10 @@ from gptkit.tasks.base import (
     read_tsv,
     require_file,
 )
+from gptkit.tasks.metrics import accuracy, accuracy_f1, correlations, matthews
 
-NLI3 = ("entailment", "neutral", "contradiction")
 NLI2 = ("entailment", "not_entailment")
 BINARY = ("0", "1")
-
-
-def accuracy(n_classes: int) -> MetricCollection:
-    return MetricCollection({"acc": MulticlassAccuracy(num_classes=n_classes, average="micro")})
-
-
-def accuracy_f1() -> MetricCollection:
-    return MetricCollection(
-        {"acc": MulticlassAccuracy(num_classes=2, average="micro"), "f1": BinaryF1Score()}
-    )
-
-
-def matthews() -> MetricCollection:
-    return MetricCollection(
-        {"mcc": BinaryMatthewsCorrCoef(), "acc": MulticlassAccuracy(num_classes=2, average="micro")}
-    )
-
-
-def correlations() -> MetricCollection:
-    with warnings.catch_warnings():  # Spearman keeps all scores; fine at STS-B's 1,500 dev pairs
-        warnings.filterwarnings("ignore", message=".*will save all targets and predictions.*")
-        return MetricCollection({"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef()})
 
 
 @dataclass(frozen=True)
@@ -163,7 +137,6 @@ def _glue_task(
     transform: str,
     labels: tuple[str, ...] | None,
     metrics,
-    monitor: str,
     description: str,
     **extra,
 ) -> TaskSpec:
@@ -175,7 +148,6 @@ def _glue_task(
         transform=transform,  # type: ignore[arg-type]
         read=_read_glue(layout, labels),
         metrics=metrics,
-        monitor=monitor,
         labels=labels,
         glue=True,
         description=description,
@@ -189,37 +161,37 @@ COLA = _glue_task(
         "CoLA", _files(), "sentence", None, "label",
         headerless=("train", "dev"), columns=("source", "label", "original_label", "sentence"),
     ),
-    "classification", BINARY, matthews, "mcc",
+    "classification", BINARY, matthews,
     "Corpus of Linguistic Acceptability: is the sentence grammatical? (Matthews corr.)",
 )
 SST2 = _glue_task(
     "sst2",
     GlueLayout("SST-2", _files(), "sentence", None, "label"),
-    "classification", BINARY, lambda: accuracy(2), "acc",
+    "classification", BINARY, lambda: accuracy(2),
     "Stanford Sentiment Treebank, binary sentence polarity (accuracy)",
 )
 MRPC = _glue_task(
     "mrpc",
     GlueLayout("MRPC", _files(), "#1 String", "#2 String", "Quality"),
-    "similarity", BINARY, accuracy_f1, "f1",
+    "similarity", BINARY, accuracy_f1,
     "Microsoft Research Paraphrase Corpus (F1 and accuracy)",
 )
 STSB = _glue_task(
     "stsb",
     GlueLayout("STS-B", _files(), "sentence1", "sentence2", "score"),
-    "similarity", None, correlations, "pearson",
+    "similarity", None, correlations,
     "Semantic Textual Similarity Benchmark, a 0-5 score (Pearson and Spearman)",
 )
 QQP = _glue_task(
     "qqp",
     GlueLayout("QQP", _files(), "question1", "question2", "is_duplicate", index="id"),
-    "similarity", BINARY, accuracy_f1, "f1",
+    "similarity", BINARY, accuracy_f1,
     "Quora Question Pairs: duplicates? (F1 and accuracy)",
 )
 MNLI = _glue_task(
     "mnli",
     GlueLayout("MNLI", _files(mnli=True), "sentence1", "sentence2", "gold_label"),
-    "entailment", NLI3, lambda: accuracy(3), "acc_matched",
+    "entailment", NLI3, lambda: accuracy(3),
     "MultiNLI, matched and mismatched dev/test sets (accuracy)",
     val_splits=("dev_matched", "dev_mismatched"),
     test_splits=("test_matched", "test_mismatched"),
@@ -230,19 +202,19 @@ MNLI = _glue_task(
 QNLI = _glue_task(
     "qnli",
     GlueLayout("QNLI", _files(), "question", "sentence", "label"),
-    "entailment", NLI2, lambda: accuracy(2), "acc",
+    "entailment", NLI2, lambda: accuracy(2),
     "Question NLI: does the sentence answer the question? (accuracy)",
 )
 RTE = _glue_task(
     "rte",
     GlueLayout("RTE", _files(), "sentence1", "sentence2", "label"),
-    "entailment", NLI2, lambda: accuracy(2), "acc",
+    "entailment", NLI2, lambda: accuracy(2),
     "Recognising Textual Entailment (accuracy)",
 )
 WNLI = _glue_task(
     "wnli",
     GlueLayout("WNLI", _files(), "sentence1", "sentence2", "label"),
-    "entailment", BINARY, lambda: accuracy(2), "acc",
+    "entailment", BINARY, lambda: accuracy(2),
     "Winograd NLI (accuracy)",
 )
 

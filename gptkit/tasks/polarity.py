@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gptkit.tasks.base import Example, RowReader, TaskSpec, check_texts, read_tsv, require_file
-from gptkit.tasks.glue import accuracy
+from gptkit.tasks.metrics import accuracy
 
 FILE = "movieReviewSnippets_GroundTruth.txt"
 CATALOGUE_NAME = "movie_reviews"  # the name of this file in gptkit.data.corpora
@@ -77,7 +77,6 @@ POLARITY = TaskSpec(
     transform="classification",
     read=read_polarity,
     metrics=lambda: accuracy(2),
-    monitor="acc",
     labels=LABELS,
     corpus=CATALOGUE_NAME,
     description="Rotten Tomatoes sentence polarity from the vaderSentiment sdist (accuracy); quickstart task",

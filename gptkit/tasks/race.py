@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gptkit.errors import DataError
 from gptkit.tasks.base import Example, RowReader, TaskSpec
-from gptkit.tasks.glue import accuracy
+from gptkit.tasks.metrics import accuracy
 
 SUBSETS = ("all", "middle", "high")
 GROUPS = ("middle", "high")
@@ -101,7 +101,6 @@ RACE = TaskSpec(
     transform="multiple_choice",
     read=read_race,
     metrics=lambda: accuracy(4),
-    monitor="acc",
     labels=tuple(ANSWERS),
     subsets=SUBSETS,
     groups=GROUPS,

@@ -19,7 +19,7 @@ import numpy as np
 
 from gptkit.errors import DataError
 from gptkit.tasks.base import Example, RowReader, TaskSpec, check_texts, not_utf8, require_file
-from gptkit.tasks.glue import accuracy
+from gptkit.tasks.metrics import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,6 @@ ROCSTORIES = TaskSpec(
     transform="multiple_choice",
     read=read_rocstories,
     metrics=lambda: accuracy(2),
-    monitor="acc",
     labels=("1", "2"),
     description="Story Cloze Test: pick the right ending of a four-sentence story (accuracy)",
 )

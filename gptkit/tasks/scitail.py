@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gptkit.tasks.base import Example, RowReader, TaskSpec, check_texts, parse_label, read_tsv, require_file
-from gptkit.tasks.glue import accuracy
+from gptkit.tasks.metrics import accuracy
 
 LABELS = ("entails", "neutral")
 
@@ -39,7 +39,6 @@ SCITAIL = TaskSpec(
     transform="entailment",
     read=read_scitail,
     metrics=lambda: accuracy(2),
-    monitor="acc",
     labels=LABELS,
     description="SciTail science-question entailment (accuracy)",
 )

@@ -12,8 +12,17 @@ import json
 from pathlib import Path
 
 from gptkit.errors import DataError
-from gptkit.tasks.base import Example, RowReader, TaskSpec, check_texts, parse_label, read_lines, read_tsv
-from gptkit.tasks.glue import NLI3, accuracy
+from gptkit.tasks.base import (
+    NLI3,
+    Example,
+    RowReader,
+    TaskSpec,
+    check_texts,
+    parse_label,
+    read_lines,
+    read_tsv,
+)
+from gptkit.tasks.metrics import accuracy
 
 FILES = {"train": "snli_1.0_train", "dev": "snli_1.0_dev", "test": "snli_1.0_test"}
 NO_GOLD = "gold label '-': no annotator majority"
@@ -74,7 +83,6 @@ SNLI = TaskSpec(
     transform="entailment",
     read=read_snli,
     metrics=lambda: accuracy(3),
-    monitor="acc",
     labels=NLI3,
     description="Stanford NLI, image captions (accuracy); gold label '-' pairs excluded and counted",
 )
