@@ -34,7 +34,7 @@ from gptkit.data.cache import resolve_data_dir
 from gptkit.devices import default_precision, on_cuda, pin_memory
 from gptkit.errors import ConfigError, DataError
 from gptkit.host import shared_cores_warning
-from gptkit.monitor import check_monitor, checkpoint_mode
+from gptkit.monitor import check_monitor, checkpoint_mode, run_task
 from gptkit.openai_gpt.tokenizer import load_tokenizer
 from gptkit.outputs import CHECKPOINTS_DIR, PREDICTIONS_DIR, RESULTS_DIR, TENSORBOARD_DIR
 from gptkit.runfolder import RunFolder, evaluation_dir, guard_run_dir, run_dir, tensorboard_version
@@ -72,7 +72,7 @@ def build(cfg: DictConfig, verb: str = "fit", callbacks: Sequence[pl.Callback] =
     resumed = CheckpointInfo.read(ckpt_path) if ckpt_path else None
     init = read_init_checkpoint(cfg)
     if resumed is not None:
-        resumed.check_task(None if cfg.data.name == "pretrain" else cfg.data.name)
+        resumed.check_task(run_task(cfg))
 
     # the run folder: a fit that does not resume this run's own checkpoint must not mix with the ones there
     rdir = run_dir(cfg) if verb == "fit" else evaluation_dir(cfg, ckpt_path or cfg.init.checkpoint)
@@ -217,7 +217,7 @@ def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict):
     compile_ = on_cuda(cfg) if m.compile is None else m.compile
     return GPTModule(
         model={**sizes, "vocab_size": tokenizer.vocab_size}, optim=OmegaConf.to_container(cfg.optim),
-        objective=OmegaConf.to_container(cfg.objective), task=None if cfg.data.name == "pretrain" else cfg.data.name,
+        objective=OmegaConf.to_container(cfg.objective), task=run_task(cfg),
         head_dropout=m.clf_pdrop, tokenizer=tokenizer_record, compile=compile_, compile_mode=m.compile_mode,
         compile_tuning=m.compile_tuning,
     )

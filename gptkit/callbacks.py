@@ -64,7 +64,7 @@ class FitSummary(pl.Callback):
         summary = getattr(trainer.datamodule, "summary", None)
         if summary is not None:
             log(unrepeated(summary(), self.log_mark))
-        backbone = getattr(pl_module, "backbone", pl_module)
+        backbone = getattr(pl_module, "backbone", pl_module)  # (any LightningModule: all its parameters)
         log(f"model: {sum(p.numel() for p in backbone.parameters()):,} parameters; run folder {self.run_dir}")
 
 
@@ -94,12 +94,20 @@ class TokenThroughput(pl.Callback):
         if self.flops_per_token is None and backbone is not None:
             self.flops_per_token = measure_flops_per_token(backbone.config)
 
-    def _new(self, trainer: pl.Trainer) -> Throughput:
-        # two readings: the rates are over the last interval
-        return Throughput(available_flops=self.available_flops, world_size=trainer.world_size, window_size=2)
+    @staticmethod
+    def of(trainer: pl.Trainer) -> TokenThroughput | None:
+        """The fit's TokenThroughput, if it has one."""
+        return next((cb for cb in trainer.callbacks if isinstance(cb, TokenThroughput)), None)
+
+    def tokens_per_second(self) -> float | None:
+        """The training tokens/s logged last, summed over the processes when there are several (a number on
+        the host: free to read)."""
+        tokens = self.latest.get("train/items_per_sec", self.latest.get("train/device/items_per_sec"))
+        return None if tokens is None else float(tokens)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.train = self._new(trainer)
+        # two readings: the rates are over the last interval
+        self.train = Throughput(available_flops=self.available_flops, world_size=trainer.world_size, window_size=2)
         self.batches = self.samples = self.tokens = self.batches_read = 0
         self.flops = 0.0  # since the last reading
         self.clock_start = time.perf_counter()  # moved on by each validation's time

@@ -54,17 +54,9 @@ class PlainProgress(pl.Callback):
         if trainer.is_global_zero:
             print(text, file=self.stream, flush=True)
 
-    @staticmethod
-    def _fmt(metrics: dict, keys: tuple[str, ...]) -> str:
-        return scalars_text(metrics, keys)
-
-    @staticmethod
-    def _speed(trainer: pl.Trainer) -> dict[str, float]:
-        monitor = next((cb for cb in trainer.callbacks if isinstance(cb, TokenThroughput)), None)
-        return monitor.latest if monitor is not None else {}
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        speed = self._speed(trainer)
+        monitor = TokenThroughput.of(trainer)
+        speed = monitor.latest if monitor is not None else {}
         if not self._seen_first:  # the throughput monitor logs it on the first update
             self._seen_first = True
             first = speed.get("train/first_update_s")
@@ -78,10 +70,9 @@ class PlainProgress(pl.Callback):
         total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches
         elapsed = time.perf_counter() - self._t0
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-        line = self._fmt(trainer.callback_metrics, ("train/",))
-        tokens = speed.get("train/items_per_sec", speed.get("train/device/items_per_sec"))  # all devices if >1
-        if tokens is not None:
-            line += f"  tokens/s {float(tokens):,.0f}"
+        line = scalars_text(trainer.callback_metrics, ("train/",))
+        if (tokens := monitor.tokens_per_second() if monitor is not None else None) is not None:
+            line += f"  tokens/s {tokens:,.0f}"
         if "train/device/mfu" in speed:
             line += f"  mfu {100 * float(speed['train/device/mfu']):.1f}%"
         self._write(trainer, f"step {step}/{int(total)}  {line}  lr {lr:.3g}  elapsed {elapsed:.0f}s")
@@ -89,7 +80,7 @@ class PlainProgress(pl.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return  # (gptkit validate prints its metrics itself)
-        line = self._fmt(trainer.callback_metrics, ("val/",))
+        line = scalars_text(trainer.callback_metrics, ("val/",))
         self._write(trainer, f"validation at step {trainer.global_step}: {line}")
 
 
@@ -173,12 +164,6 @@ class RichProgress(ProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         return self.read_metrics(trainer, pl_module)
 
-    def tokens_per_second(self) -> float | None:
-        """The training tokens/s the throughput callback logged last (a number on the host: free to read)."""
-        speed = self.throughput.latest if self.throughput is not None else {}
-        tokens = speed.get("train/items_per_sec", speed.get("train/device/items_per_sec"))  # all devices if >1
-        return None if tokens is None else float(tokens)
-
     @staticmethod
     def metrics_text(metrics: dict, tokens_per_second: float | None = None) -> str:
         """The values on the training bar: every one but the validation's (they have their lines), and tokens/s."""
@@ -247,10 +232,6 @@ class RichProgress(ProgressBar):
         elif not self.is_disabled:
             print(line, file=sys.stderr, flush=True)
 
-    def refresh(self, hard: bool = False) -> None:
-        if self.progress is not None:
-            self.progress.refresh()
-
     @property
     def is_enabled(self) -> bool:
         return self.enabled
@@ -272,15 +253,9 @@ class RichProgress(ProgressBar):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.shown, self.step_read = {}, None
 
-    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pass  # (its bar is shown when its validation starts)
-
-    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pass  # (its bar is hidden when its validation ends)
-
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.t0 = time.perf_counter()
-        self.throughput = next((cb for cb in trainer.callbacks if isinstance(cb, TokenThroughput)), None)
+        self.throughput = TokenThroughput.of(trainer)
         total = trainer.estimated_stepping_batches  # max_steps, or fewer where the epochs end the run first
         self.total_updates = None if math.isinf(total) else total
         self.epochs_bound = (trainer.max_epochs is not None and trainer.max_epochs > 0
@@ -296,12 +271,12 @@ class RichProgress(ProgressBar):
             self.step_read = trainer.global_step
             self.shown = self.read_metrics(trainer, pl_module)
         # tokens/s is logged after this callback has run (on logging updates): shown from the next update on
-        text = self.metrics_text(self.shown, self.tokens_per_second())
+        text = self.metrics_text(self.shown, self.throughput and self.throughput.tokens_per_second())
         self.update_task("train", completed=trainer.global_step, metrics=text)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.shown = self.read_metrics(trainer, pl_module)
-        self.update_task("train", metrics=self.metrics_text(self.shown, self.tokens_per_second()))
+        self.update_task("train", metrics=self.metrics_text(self.shown, self.throughput and self.throughput.tokens_per_second()))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.stop_display()
@@ -313,17 +288,10 @@ class RichProgress(ProgressBar):
         else:
             self.show_task("eval", "validate", sum(trainer.num_val_batches))
 
-    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                                  batch_idx: int, dataloader_idx: int = 0) -> None:
-        pass
-
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.progress is not None and "eval" in self.tasks:
             self.progress.advance(self.tasks["eval"])
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pass
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != "fit":  # gptkit validate prints the metrics itself
@@ -342,10 +310,6 @@ class RichProgress(ProgressBar):
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.show_task("eval", "test", sum(trainer.num_test_batches))
 
-    def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
-                            dataloader_idx: int = 0) -> None:
-        pass
-
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         self.on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
@@ -355,10 +319,6 @@ class RichProgress(ProgressBar):
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.show_task("eval", "predict", sum(trainer.num_predict_batches))
-
-    def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
-                               dataloader_idx: int = 0) -> None:
-        pass
 
     def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                              batch_idx: int, dataloader_idx: int = 0) -> None:
