@@ -26,7 +26,8 @@ TINY_STEPS = ["--device", "cpu", "--size", "tiny", "--steps", "2", "--warmup", "
 # each script's smoke command: the arguments after ``python benchmarks/`` (paths relative to the tmp folder)
 SMOKE = {
     "train_step_lm": ["train_step.py", *TINY_STEPS, "--bare", "--run-dir", "run", "--json", "lm.json"],
-    "train_step_race": ["train_step.py", *TINY_STEPS, "--task", "race", "--run-dir", "run", "--json", "race.json"],
+    # (a run folder of its own: the two train_step runs go at the same time)
+    "train_step_race": ["train_step.py", *TINY_STEPS, "--task", "race", "--run-dir", "run-race", "--json", "race.json"],
     "data_prep": ["data_prep.py", "--files", "tiny.txt", "--vocab-size", "300"],
     "tokenizer_agreement": ["tokenizer_agreement.py", "tiny.csv", "--dev", "3", "--show", "3"],
     "cuda_checks": ["cuda_checks.py", "--device", "cpu", "--tiny"],
