@@ -34,7 +34,7 @@ from gptkit.data.cache import resolve_data_dir
 from gptkit.devices import default_precision, on_cuda, pin_memory
 from gptkit.errors import ConfigError, DataError
 from gptkit.host import shared_cores_warning
-from gptkit.monitor import check_monitor, checkpoint_mode, run_task
+from gptkit.monitor import check_monitor, checkpoint_mode, run_spec, run_task
 from gptkit.openai_gpt.tokenizer import load_tokenizer
 from gptkit.outputs import CHECKPOINTS_DIR, PREDICTIONS_DIR, RESULTS_DIR, TENSORBOARD_DIR
 from gptkit.runfolder import RunFolder, evaluation_dir, guard_run_dir, run_dir, tensorboard_version
@@ -81,16 +81,13 @@ def build(cfg: DictConfig, verb: str = "fit", callbacks: Sequence[pl.Callback] =
     cfg = adopt_model_sizes(cfg, resumed, init)
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
 
-    # the task (or pretraining) and its monitor, checked before any data is read
-    if cfg.data.name != "pretrain" and cfg.data.files:  # (data.corpus may be left over from pretraining: harmless)
-        from gptkit.tasks import get_task
-
-        raise ConfigError(f"data.files is read by pretraining only (data.name=pretrain); task "
-                          f"{get_task(cfg.data.name).name} reads its files from data.root ({cfg.data.root}): drop "
-                          "data.files")
+    # the task (or pretraining) and its monitor, checked before the data is tokenised
+    task = build_task(cfg)
+    if resumed is not None:
+        resumed.check_labels(task)
     check_monitor(cfg)
     sources = None
-    if cfg.data.name == "pretrain":
+    if task is None:
         from gptkit.data.sources import resolve_sources
 
         sources = resolve_sources(list(cfg.data.files), cfg.data.corpus, cfg.data.text_field,
@@ -104,8 +101,8 @@ def build(cfg: DictConfig, verb: str = "fit", callbacks: Sequence[pl.Callback] =
     if resumed is not None:
         resumed.check_tokenizer(tokenizer.fingerprint)
 
-    datamodule = build_datamodule(cfg, tokenizer, sources)
-    module = build_module(cfg, tokenizer, record)
+    datamodule = build_datamodule(cfg, tokenizer, sources, task)
+    module = build_module(cfg, tokenizer, record, task)
     if init is not None and resumed is None:  # (ckpt_path=auto on a first start: init too)
         transfer_backbone(module.backbone, init, cfg.init.n_transfer)
 
@@ -181,8 +178,25 @@ def build_tokenizer(cfg: DictConfig, sources: list | None, carried: CheckpointIn
 
 
 # -- data -------------------------------------------------------------------------------------------
-def build_datamodule(cfg: DictConfig, tokenizer, sources: list | None) -> pl.LightningDataModule:
-    """The pretraining DataModule (token shards of ``sources``), or the fine-tuning task's."""
+def build_task(cfg: DictConfig):
+    """The fine-tuning task (a :class:`~gptkit.tasks.base.TaskSpec`) of the recipe, or None for pretraining;
+    ``data.files`` is a list for pretraining, a mapping from split to file for a table, unset otherwise."""
+    from gptkit.tasks import TABLE
+
+    files = cfg.data.files
+    if cfg.data.name == "pretrain" and isinstance(files, DictConfig):
+        raise ConfigError("data.files is a mapping from split to file, which a table task reads (data.name=table); "
+                          "pretraining reads a list of files or globs, e.g. data.files='[corpus/*.txt]'")
+    if cfg.data.name not in ("pretrain", TABLE) and files:  # (data.corpus may be left over from pretraining)
+        raise ConfigError(f"data.files is read by pretraining (data.name=pretrain) and your own tables "
+                          f"(data.name=table); task {cfg.data.name} reads its files from data.root "
+                          f"({cfg.data.root}): drop data.files")
+    return run_spec(cfg)
+
+
+def build_datamodule(cfg: DictConfig, tokenizer, sources: list | None, task=None) -> pl.LightningDataModule:
+    """The pretraining DataModule (token shards of ``sources``), or the fine-tuning task's (``task``: the
+    recipe's, when already built)."""
     d = cfg.data
     if d.name == "pretrain":
         from gptkit.data.pretrain import PretrainDataModule
@@ -196,7 +210,7 @@ def build_datamodule(cfg: DictConfig, tokenizer, sources: list | None) -> pl.Lig
     from gptkit.data.finetune import FinetuneDataModule
 
     return FinetuneDataModule(
-        d.name, root=d.root, tokenizer=tokenizer, n_ctx=cfg.model.n_ctx, batch_size=d.batch_size,
+        task or build_task(cfg), root=d.root, tokenizer=tokenizer, n_ctx=cfg.model.n_ctx, batch_size=d.batch_size,
         eval_batch_size=d.eval_batch_size, num_workers=d.num_workers, skip_bad_rows=d.skip_bad_rows,
         subset=d.subset, seed=cfg.run.seed, data_dir=resolve_data_dir(cfg.run.data_dir),
         group_by_length=d.group_by_length, pin_memory=pin_memory(cfg),
@@ -204,9 +218,9 @@ def build_datamodule(cfg: DictConfig, tokenizer, sources: list | None) -> pl.Lig
 
 
 # -- module -----------------------------------------------------------------------------------------
-def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict):
+def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict, task=None):
     """The :class:`~gptkit.module.GPTModule`: the recipe's model sizes over the tokenizer's vocabulary,
-    with the task's head when fine-tuning."""
+    with the task's head when fine-tuning (``task``: the recipe's, when already built)."""
     from gptkit.module import GPTModule
 
     m = cfg.model
@@ -217,7 +231,7 @@ def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict):
     compile_ = on_cuda(cfg) if m.compile is None else m.compile
     return GPTModule(
         model={**sizes, "vocab_size": tokenizer.vocab_size}, optim=OmegaConf.to_container(cfg.optim),
-        objective=OmegaConf.to_container(cfg.objective), task=run_task(cfg),
+        objective=OmegaConf.to_container(cfg.objective), task=task or build_task(cfg),
         head_dropout=m.clf_pdrop, tokenizer=tokenizer_record, compile=compile_, compile_mode=m.compile_mode,
         compile_tuning=m.compile_tuning,
     )

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from gptkit.console import log
 from gptkit.errors import CheckpointError
 from gptkit.model import GPT, GPTConfig
-from gptkit.monitor import checkpoint_mode, metric_mode, run_task
+from gptkit.monitor import checkpoint_mode, metric_mode, run_spec
 from gptkit.outputs import CHECKPOINTS_DIR, atomic_write_bytes, checkpoint_run_folder
 from gptkit.tokenizer import SPECIAL_TOKENS
 
@@ -200,11 +200,9 @@ class CheckpointInfo:
         if not self.by_gptkit:
             raise CheckpointError(f"{self.path} was not written by `gptkit fit` (no model hyper-parameters inside); "
                                   "give a .ckpt from a run's checkpoints folder")
-        theirs = self.task
-        if theirs is not None and task is not None:  # names as the registry knows them (data.name=SST2 is sst2)
-            from gptkit.tasks import get_task
+        from gptkit.tasks import canonical_name
 
-            theirs, task = get_task(theirs).name, get_task(task).name
+        theirs, task = canonical_name(self.task), canonical_name(task)  # (data.name=SST2 is sst2)
         if theirs == task:
             return
 
@@ -215,6 +213,20 @@ class CheckpointInfo:
         if task and not theirs:
             fix += f", or start fine-tuning from it with init.checkpoint={self.path} instead of ckpt_path"
         raise CheckpointError(f"checkpoint {self.path} is from {what(theirs)} but the recipe is for {what(task)}; {fix}")
+
+    def check_labels(self, task) -> None:
+        """Refuse to resume or evaluate it on a task (a TaskSpec) whose transform or labels differ from the
+        ones it was trained on (a table task's labels may be inferred from a train file that changed)."""
+        theirs = self.record.get("task_info")
+        if not theirs or task is None:
+            return
+        mine = task.record()
+        for key in ("transform", "labels"):
+            if theirs.get(key) != mine[key]:
+                fix = "set data.labels to the checkpoint's" if key == "labels" else "use the checkpoint's recipe"
+                raise CheckpointError(f"checkpoint {self.path} was trained with {key} {theirs.get(key)} but this "
+                                      f"recipe's data gives {mine[key]}: the head's outputs would mean other classes; "
+                                      f"{fix}")
 
     def check_tokenizer(self, fingerprint: str | None) -> None:
         """Refuse to resume or evaluate it with a tokenizer other than the one it was trained with."""
@@ -311,7 +323,7 @@ def run_best_checkpoint(cfg: DictConfig, folder: Path) -> Path | None:
     path = best_checkpoint(scored, cfg.checkpoint.monitor, checkpoint_mode(cfg))
     if path is None and scored:
         trained = scored[-1][1]
-        path = best_checkpoint(scored, trained, metric_mode(trained, run_task(cfg)) or "max")
+        path = best_checkpoint(scored, trained, metric_mode(trained, run_spec(cfg)) or "max")
     if path is None:
         path = max(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
         log(f"ckpt_path=best: no best checkpoint in {folder} carries a {cfg.checkpoint.monitor} score; using the "

@@ -90,7 +90,7 @@ class TokenizerConfig:
 class DataConfig:
     name: str = "pretrain"  # pretrain, or a fine-tuning task (sst2, race, ...)
     corpus: str | None = None  # a catalogue corpus (`gptkit data list`), e.g. news
-    files: list[str] = field(default_factory=list)  # .txt / .jsonl / .csv files or globs
+    files: Any = field(default_factory=list)  # pretrain: .txt / .jsonl / .csv files or globs; table: split -> file
     text_field: str = "text"  # JSONL key / CSV column holding the text
     root: str | None = None  # folder of a task's official files
     subset: str | None = None  # task subset, e.g. RACE middle | high | all
@@ -102,6 +102,17 @@ class DataConfig:
     group_by_length: bool = False  # fine-tuning: batch examples of similar length (less padding)
     skip_bad_rows: bool = False  # fine-tuning: skip malformed rows (and report how many) instead of failing
     verify_shards: bool = True  # re-hash token shards before training on them
+    # Your own labelled files (name: table); files is then a mapping {train: .., validation: .., test: ..}
+    transform: str | None = None  # table: classification | entailment | similarity | multiple_choice
+    columns: Any = None  # table: role -> column, e.g. {text: review, label: sentiment}
+    labels: Any = "infer"  # table: the class names in order; infer (from train, sorted); null = a regression score
+    metrics: list[str] | None = None  # table: acc f1 mcc | pearson spearman; null = acc (regression: both)
+    format: str | None = None  # table: csv | tsv | jsonl | parquet | hf; null = from each file's name
+    delimiter: str | None = None  # table: the field delimiter of csv/tsv files; null = "," for csv, tab for tsv
+    quoting: str | None = None  # table: csv (RFC 4180 quotes) | none (quotes are text); null = csv for csv, none for tsv
+    header: list[str] | None = None  # table: column names of files that have no header row
+    val_from_train: float | None = None  # table without a validation file: hold out this fraction of train
+    split_seed: int = 0  # table: the seed of that held-out fraction
 
 
 @dataclass
@@ -188,6 +199,9 @@ CHOICES = {
     "checkpoint.mode": ("min", "max", None),
     "objective.nonfinite": ("stop", "skip"),
     "model.compile_mode": ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead"),
+    "data.transform": (None, "classification", "entailment", "similarity", "multiple_choice"),
+    "data.format": (None, "csv", "tsv", "jsonl", "parquet", "hf"),
+    "data.quoting": (None, "csv", "none"),
 }
 
 
@@ -263,8 +277,11 @@ def load_config(recipe: str | Path | None, overrides: list[str] | tuple[str, ...
     cfg = OmegaConf.structured(GptkitConfig)
     for where, data in layers:
         _check_keys(data, GptkitConfig, str(where))
-        if isinstance(data.get("data"), dict) and isinstance(data["data"].get("files"), str):
-            data["data"]["files"] = [data["data"]["files"]]  # data.files=my.txt: a list of one
+        files = data["data"].get("files") if isinstance(data.get("data"), dict) else None
+        if isinstance(files, str):
+            data["data"]["files"] = files = [files]  # data.files=my.txt: a list of one
+        if isinstance(files, (list, dict)) and not isinstance(cfg.data.files, type(OmegaConf.create(files))):
+            cfg.data.files = None  # a mapping (a table's splits) replaces a list, and the other way round
         try:
             cfg = OmegaConf.merge(cfg, data)
         except OmegaConfBaseException as exc:
@@ -291,6 +308,7 @@ RULES = {
     ">= 1": lambda v: v >= 1,
     "in [0, 1)": lambda v: 0 <= v < 1,
     "in [0, 1]": lambda v: 0 <= v <= 1,
+    "in (0, 1)": lambda v: 0 < v < 1,
     "-1 (keep all) or >= 0": lambda v: v >= -1,
 }
 RANGES = {
@@ -302,6 +320,7 @@ RANGES = {
     **dict.fromkeys(["optim.weight_decay", "optim.warmup_steps", "data.num_workers", "objective.lm_coef",
                      "trainer.gradient_clip_val"], ">= 0"),
     "optim.warmup_ratio": "in [0, 1]",
+    "data.val_from_train": "in (0, 1)",
     "data.eval_batch_size": ">= 1",
     "checkpoint.save_top_k": "-1 (keep all) or >= 0",
 }
@@ -332,6 +351,7 @@ def _check_values(cfg: DictConfig) -> None:
         )
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.data.val_fraction}")
+    _check_data_files(cfg.data)
     betas = list(cfg.optim.betas)
     if len(betas) != 2 or not all(RULES["in [0, 1)"](b) for b in betas):
         raise ConfigError(f"optim.betas must hold two numbers, each in [0, 1), got {betas}")
@@ -343,6 +363,19 @@ def _check_values(cfg: DictConfig) -> None:
     if name in ("", ".", "..") or "/" in name or "\\" in name:
         raise ConfigError(f"run.name {name!r} must be a plain folder name (not empty, '.' or '..', no '/' or "
                           f"'\\'): the run folder is <run.dir>/<run.name>; set run.dir to put runs elsewhere")
+
+
+def _check_data_files(data: DictConfig) -> None:
+    """``data.files``: a list of files or globs (pretraining), or a mapping from split to file (a table);
+    ``data.delimiter``: one character."""
+    files = data.files
+    if files is None:
+        raise ConfigError("data.files is null; leave it out (or []) when there are no files")
+    values = list(files.values()) if isinstance(files, DictConfig) else list(files)
+    if not all(isinstance(v, str) and v.strip() for v in values):
+        raise ConfigError(f"data.files must hold file paths (strings), got {OmegaConf.to_container(files)}")
+    if data.delimiter is not None and len(data.delimiter) != 1:
+        raise ConfigError(f"data.delimiter must be one character (e.g. ';' or '|'), got {data.delimiter!r}")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -29,6 +29,7 @@ from gptkit.errors import GptkitError
 from gptkit.fastpath import lm_loss_chunk_rows
 from gptkit.model import GPT, GPTConfig, lm_loss
 from gptkit.optim import choose_fused, make_optimizer, schedule_factor
+from gptkit.tasks.base import TaskSpec
 
 
 def compile_arguments(mode: str, tuning: bool) -> dict:
@@ -76,7 +77,8 @@ class GPTModule(pl.LightningModule):
         model: :class:`~gptkit.model.GPTConfig` fields.
         optim: the recipe's ``optim`` block (lr, weight_decay, betas, eps, schedule, warmup...).
         objective: the recipe's ``objective`` block (``lm_coef``, ``nonfinite``, ``chunked_lm_loss``).
-        task: a registered fine-tuning task name, or ``None`` for pretraining.
+        task: a fine-tuning task (a :class:`~gptkit.tasks.base.TaskSpec`, or a registered task's name),
+            or ``None`` for pretraining.
         head_dropout: dropout before the task head (``model.clf_pdrop``).
         tokenizer: ``{"kind", "path", "fingerprint"}`` of the run's tokenizer, recorded in checkpoints.
         compile: ``torch.compile`` the backbone (in ``configure_model``).
@@ -89,7 +91,7 @@ class GPTModule(pl.LightningModule):
         model: dict,
         optim: dict,
         objective: dict | None = None,
-        task: str | None = None,
+        task: str | TaskSpec | None = None,
         head_dropout: float = 0.1,
         tokenizer: dict | None = None,
         compile: bool = False,
@@ -97,14 +99,22 @@ class GPTModule(pl.LightningModule):
         compile_tuning: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["task"])
+        spec = None
+        if task is not None:
+            from gptkit.tasks import get_task
+
+            spec = task if isinstance(task, TaskSpec) else get_task(task)
+        # checkpoints record the task by name, with its transform and labels (checked when evaluated)
+        self.hparams["task"] = spec.name if spec is not None else None
+        self.hparams["task_info"] = spec.record() if spec is not None else None
         self.backbone = GPT(GPTConfig(**model))
         self.objective = {**asdict(ObjectiveConfig()), **(objective or {})}  # the recipe's defaults
         self.lm_chunk: int | None = None  # rows per chunk of the fused LM loss; set in setup()
         self.task = None
         self.head: nn.Module | None = None
-        if task is not None:
-            self._init_task(task, head_dropout)
+        if spec is not None:
+            self._init_task(spec, head_dropout)
         self.val_loss = MeanMetric()
         self.nonfinite_skipped = 0  # batches skipped for a NaN/inf loss (objective.nonfinite=skip)
         self.compiled = False
@@ -112,11 +122,10 @@ class GPTModule(pl.LightningModule):
         self.lr_schedule: LRSchedule | None = None
 
     # -- fine-tuning ------------------------------------------------------------------------------
-    def _init_task(self, task: str, head_dropout: float) -> None:
+    def _init_task(self, task: TaskSpec, head_dropout: float) -> None:
         from gptkit.heads import build_head
-        from gptkit.tasks import get_task
 
-        self.task = get_task(task)
+        self.task = task
         cfg = self.backbone.config
         self.head = build_head(self.task.head_kind, cfg.n_embd, self.task.n_outputs, head_dropout, cfg.init_std)
         # One metric set per evaluation dataloader (MNLI validates on matched and mismatched).

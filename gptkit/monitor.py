@@ -35,13 +35,11 @@ def task_metric_mode(task, monitor: str) -> str | None:
     return None if better is None else "max" if better else "min"
 
 
-def metric_mode(monitor: str, task_name: str | None) -> str | None:
-    """The direction ``monitor`` improves in for a run of ``task_name`` (None: pretraining)."""
+def metric_mode(monitor: str, task) -> str | None:
+    """The direction ``monitor`` improves in for a run of ``task`` (a TaskSpec; None: pretraining)."""
     best = name_mode(monitor)
-    if best is None and task_name is not None:
-        from gptkit.tasks import get_task
-
-        best = task_metric_mode(get_task(task_name), monitor)
+    if best is None and task is not None:
+        best = task_metric_mode(task, monitor)
     return best
 
 
@@ -55,8 +53,17 @@ def check_mode(monitor: str, mode: str | None, best: str | None) -> None:
 
 
 def run_task(cfg: DictConfig) -> str | None:
-    """The fine-tuning task a recipe runs (None: pretraining)."""
+    """The name of the fine-tuning task a recipe runs (None: pretraining)."""
     return None if cfg.data.name == "pretrain" else cfg.data.name
+
+
+def run_spec(cfg: DictConfig):
+    """The :class:`~gptkit.tasks.base.TaskSpec` a recipe runs (None: pretraining)."""
+    if run_task(cfg) is None:
+        return None
+    from gptkit.tasks import task_of
+
+    return task_of(cfg.data)
 
 
 def checkpoint_mode(cfg: DictConfig) -> str:
@@ -64,19 +71,16 @@ def checkpoint_mode(cfg: DictConfig) -> str:
     perplexity, else the task metric's (torchmetrics' ``higher_is_better``), else ``max``. A mode that
     would keep the worst checkpoints is refused."""
     monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
-    best = metric_mode(monitor, run_task(cfg))
+    best = metric_mode(monitor, run_spec(cfg))
     check_mode(monitor, mode, best)
     return mode or best or "max"
 
 
 def logged_metrics(cfg: DictConfig) -> list[str]:
     """Every metric the run logs that ``checkpoint.monitor`` can name."""
-    task_name = run_task(cfg)
-    if task_name is None:
+    task = run_spec(cfg)
+    if task is None:
         return list(PRETRAIN_MONITORS)
-    from gptkit.tasks import get_task
-
-    task = get_task(task_name)
     names = {"loss"}
     for split in task.val_splits:
         names |= {f"{k}{task.metric_suffix(split)}" for k in task.metrics().keys()}
@@ -91,13 +95,8 @@ def check_monitor(cfg: DictConfig) -> None:
     ``data.name``."""
     logged = logged_metrics(cfg)
     if cfg.checkpoint.monitor not in logged:
-        task_name = run_task(cfg)
-        if task_name is None:
-            who = "pretraining (data.name=pretrain)"
-        else:
-            from gptkit.tasks import get_task
-
-            who = f"task {get_task(task_name).name}"
+        task = run_spec(cfg)
+        who = "pretraining (data.name=pretrain)" if task is None else f"task {task.name}"
         raise ConfigError(f"checkpoint.monitor={cfg.checkpoint.monitor} is not a metric that {who} logs; "
                           f"choose one of {', '.join(logged)}")
     checkpoint_mode(cfg)

@@ -180,8 +180,8 @@ def test_ckpt_path_auto_on_a_first_start_still_initialises_from_init_checkpoint(
 def test_pretraining_data_keys_in_a_fine_tuning_recipe_are_refused(work):
     from gptkit.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"data.files is read by pretraining only .* task cola reads its files "
-                                          r"from data.root"):
+    with pytest.raises(ConfigError, match=r"data.files is read by pretraining \(data.name=pretrain\) and your own "
+                                          r"tables \(data.name=table\); task cola reads its files from data.root"):
         build(load_config(str(RECIPES / "cola.yaml"), args(work / "glue", "data.files=[a.txt]")))
 
 

@@ -28,7 +28,7 @@ from gptkit.data.cache import resolve_data_dir
 from gptkit.data.sampler import ResumableDataLoader, ResumableSampler
 from gptkit.errors import ConfigError, DataError
 from gptkit.tasks import get_task
-from gptkit.tasks.base import Encoded, ReadStats, collate, encode
+from gptkit.tasks.base import Encoded, Example, ReadStats, TaskSpec, collate, encode
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class FinetuneDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        task_name: str,
+        task_name: str | TaskSpec,
         root: str | Path,
         tokenizer: Any,
         n_ctx: int,
@@ -134,7 +134,9 @@ class FinetuneDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
-        self.task = get_task(task_name)
+        self.task = task_name if isinstance(task_name, TaskSpec) else get_task(task_name)
+        if not self.task.needs_root:  # a table task names its files; data.root is only where relative ones start
+            root = root or "."
         if root is None or str(root).strip() == "":
             if self.task.corpus is None:
                 raise ConfigError(f"data.root is not set: point it at the {self.task.title} files you downloaded")
@@ -162,11 +164,16 @@ class FinetuneDataModule(pl.LightningDataModule):
 
             self.root = fetch(self.task.corpus, self.data_dir)
 
-    def _load(self, split: str) -> SplitData:
+    def examples(self, split: str) -> tuple[list[Example], ReadStats]:
+        """The examples of ``split`` as text (before the input transform), and what reading them skipped;
+        the corpus is fetched first when the task has one and ``root`` is unset."""
         if self.root is None:
             self.prepare_data()
+        return self.task.load(self.root, split, self.skip_bad_rows, self.subset)
+
+    def _load(self, split: str) -> SplitData:
         if split not in self.splits:
-            examples, stats = self.task.load(self.root, split, self.skip_bad_rows, self.subset)
+            examples, stats = self.examples(split)
             encoded = encode(examples, self.task.transform, self.tokenizer, self.n_ctx)
             data = SplitData(split, encoded, stats)
             self.splits[split] = data
@@ -248,7 +255,8 @@ class FinetuneDataModule(pl.LightningDataModule):
     # -- reporting ---------------------------------------------------------------------------------
     def summary(self) -> str:
         """One line per loaded split: examples, skipped and excluded rows, truncated examples."""
-        lines = [f"task {self.task.name} ({self.task.title}), data from {self.root}"]
+        source = f"data from {self.root}" if self.task.needs_root else f"root {self.root.resolve()}"
+        lines = [f"task {self.task.name} ({self.task.title}), {source}"]
         if self.subset:
             lines[0] += f", subset {self.subset}"
         for name, data in self.splits.items():

@@ -1,7 +1,10 @@
 """Fine-tuning tasks: one small module per dataset family, each describing a :class:`TaskSpec`.
 
-``get_task("sst2")`` returns a task; ``TASKS`` lists them all. Adding a task means writing a
-module with a reader and a ``TaskSpec`` and registering it here (and a recipe).
+``get_task("sst2")`` returns a task; ``TASKS`` lists them all; :func:`task_of` gives the task of a
+recipe's ``data`` section, including ``data.name=table``: your own files read by
+:mod:`gptkit.tasks.table` with the columns the recipe names. Adding a task with a new file layout or
+transform means writing a module with a reader and a ``TaskSpec`` and registering it here (and a
+recipe); a new table needs only a recipe.
 """
 
 from __future__ import annotations
@@ -39,7 +42,40 @@ def get_task(name: str) -> TaskSpec:
     raise ConfigError(f"unknown task {name!r}.{hint} Known tasks: {', '.join(sorted(TASKS))}")
 
 
+TABLE = "table"  # data.name of a recipe's own table (gptkit.tasks.table)
+# The data.* keys only a table task reads, with their defaults.
+TABLE_KEYS = {"transform": None, "columns": None, "labels": "infer", "metrics": None, "format": None,
+              "delimiter": None, "quoting": None, "header": None, "val_from_train": None}
+
+
+def task_of(data) -> TaskSpec | None:
+    """The task of a recipe's ``data`` section (None: pretraining): a registered task by ``data.name``,
+    or, for ``data.name=table``, the table its ``data.*`` keys describe."""
+    name = str(data.name).strip().lower()
+    if name == "pretrain":
+        return None
+    if name == TABLE:
+        from gptkit.tasks.table import table_task
+
+        return table_task(data)
+    task = get_task(name)
+    stray = [k for k, default in TABLE_KEYS.items() if data.get(k, default) != default]
+    if stray:
+        raise ConfigError(f"data.{stray[0]} is read by data.name=table (your own files) only; task {task.name} has "
+                          f"its own file layout: drop data.{stray[0]}")
+    return task
+
+
+def canonical_name(name: str | None) -> str | None:
+    """A task name as the registry knows it (``SST2`` is ``sst2``); other names as they are."""
+    if name is None:
+        return None
+    key = name.strip().lower()
+    return TASKS[key].name if key in TASKS else key
+
+
 for _task in (*GLUE_TASKS, SNLI, SCITAIL, RACE, ROCSTORIES, COPA, POLARITY):
     register_task(_task)
 
-__all__ = ["TASKS", "Example", "TaskSpec", "get_task", "glue_score", "register_task"]
+__all__ = ["TABLE", "TASKS", "Example", "TaskSpec", "canonical_name", "get_task", "glue_score", "register_task",
+           "task_of"]

@@ -365,15 +365,43 @@ def holds_row(line: str) -> bool:
     return bool(line.strip()) or "\t" in line
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line) without the line ending; accepts LF and CRLF; drops a UTF-8 BOM."""
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gzipped(path: Path) -> bool:
+    """Whether ``path`` is read through gzip (its name ends in ``.gz``); one that is not gzip data is a
+    DataError."""
+    if not path.name.lower().endswith(".gz"):
+        return False
+    with open(path, "rb") as f:
+        if f.read(2) != GZIP_MAGIC:
+            raise DataError(f"{path}: not gzip-compressed data, though its name ends in .gz; decompress it "
+                            "yourself or rename it without .gz")
+    return True
+
+
+def read_lines(path: Path, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) without the line ending (with it, given ``keep_ends``); accepts LF,
+    CRLF and CR; drops a UTF-8 BOM; a ``.gz`` file is decompressed as it is read."""
+    import gzip
+
     _reading(path)
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    packed = gzipped(path)
+    opened = gzip.open(path, "rt", encoding="utf-8-sig", newline="") if packed else \
+        open(path, encoding="utf-8-sig", newline="")
+    number = 0
+    with opened as f:
         try:
-            for number, line in enumerate(f, start=1):
-                yield number, line.rstrip("\r\n")
+            for number, line in enumerate(f, start=1):  # noqa: B007 (read after the loop on a decoding error)
+                yield number, line if keep_ends else line.rstrip("\r\n")
         except UnicodeDecodeError as exc:
+            if packed:
+                raise DataError(f"{path}: not UTF-8 text once decompressed (after line {number}: {exc.reason}); "
+                                "expected UTF-8 text") from None
             raise not_utf8(path, exc) from None
+        except (OSError, EOFError) as exc:  # a damaged or truncated .gz
+            raise DataError(f"{path}: the gzip data is damaged after line {number} ({exc}); fetch the file "
+                            "again") from None
 
 
 def read_tsv(
@@ -382,17 +410,20 @@ def read_tsv(
     header: bool = True,
     n_columns: int | None = None,
     min_columns: int | None = None,
+    delimiter: str = "\t",
 ) -> Iterator[tuple[int, dict[str, str] | list[str]]]:
     """Rows of a tab-separated file, split on tabs with no quote processing (GLUE texts contain
     unbalanced quotes). With ``header`` rows are dicts keyed by the header; every row must have as
     many fields as the header (or ``n_columns``), or at least ``min_columns`` where trailing
     optional columns may be left out (SNLI's .txt omits empty ``label2..label5``); a wrong row goes
-    to ``reader.bad``. Lines that hold no row (:func:`holds_row`) are passed over."""
+    to ``reader.bad``. Lines that hold no row (:func:`holds_row`) are passed over. ``delimiter``
+    splits fields of other delimited files read without quote processing."""
     names: list[str] | None = None
+    kind = "tab-separated" if delimiter == "\t" else f"{delimiter!r}-separated"
     for number, line in read_lines(path):
-        if not holds_row(line):
+        if not (line.strip() or delimiter in line):
             continue
-        fields = line.split("\t")
+        fields = line.split(delimiter)
         if header and names is None:
             names = fields
             continue
@@ -401,7 +432,7 @@ def read_tsv(
         if expected is not None and not fewest <= len(fields) <= expected:
             cols = f" ({', '.join(names)})" if names else ""
             count = f"{expected}" if fewest == expected else f"{fewest} to {expected}"
-            reader.bad(path, number, f"expected {count} tab-separated columns{cols}, found {len(fields)}")
+            reader.bad(path, number, f"expected {count} {kind} columns{cols}, found {len(fields)}")
             continue
         yield number, (dict(zip(names, fields)) if names is not None else fields)
     if header and names is None:
@@ -512,6 +543,9 @@ class TaskSpec:
     glue: bool = False
     corpus: str | None = None  # a gptkit.data.corpora name fetched when data.root is unset
     description: str = ""
+    label_names: bool = False  # prediction files give label names (NLI, your own tables), not class ids
+    score_range: tuple[float, float] | None = None  # a regression score's range; predictions are clipped to it
+    needs_root: bool = True  # the files are found under data.root (a table task names its own files)
 
     # -- head and loss ---------------------------------------------------------------------------
     @property
@@ -554,10 +588,19 @@ class TaskSpec:
     # -- predictions -----------------------------------------------------------------------------
     def format_prediction(self, pred: float | int) -> str:
         if self.regression:
-            return f"{min(max(float(pred), 0.0), 5.0):.3f}"  # STS-B scores lie in [0, 5]
-        if self.glue and self.labels is not None and not self.labels[0].isdigit():
-            return self.labels[int(pred)]  # GLUE wants label names for the NLI tasks
+            score = float(pred)
+            if self.score_range is not None:  # (STS-B scores lie in [0, 5])
+                score = min(max(score, self.score_range[0]), self.score_range[1])
+            return f"{score:.3f}"
+        if self.label_names and self.labels is not None:
+            return self.labels[int(pred)]
         return str(int(pred))
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the task: its name, transform and labels (a table task's labels may
+        be inferred from its train file; evaluating the checkpoint checks that they still are the same)."""
+        return {"name": self.name, "transform": self.transform,
+                "labels": None if self.labels is None else list(self.labels)}
 
     def prediction_file(self, split: str) -> str:
         return self.prediction_files.get(split, f"{self.name}-{split}.tsv")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gptkit.console import log
@@ -25,17 +25,9 @@ from gptkit.outputs import (
     checkpoint_run_folder,
     read_results,
 )
-from gptkit.tasks.base import (
-    NLI3,
-    Example,
-    RowReader,
-    TaskSpec,
-    check_texts,
-    parse_label,
-    read_tsv,
-    require_file,
-)
+from gptkit.tasks.base import NLI3, Example, RowReader, TaskSpec, require_file
 from gptkit.tasks.metrics import accuracy, accuracy_f1, correlations, matthews
+from gptkit.tasks.table import Table, TableFormat, read_rows
 
 NLI2 = ("entailment", "not_entailment")
 BINARY = ("0", "1")
@@ -43,16 +35,13 @@ BINARY = ("0", "1")
 
 @dataclass(frozen=True)
 class GlueLayout:
-    """Where one GLUE task keeps its texts and label inside its TSV files."""
+    """Where one GLUE task keeps its files, and how its rows are laid out (a :class:`Table` of
+    tab-separated rows read without quote processing)."""
 
     folder: str
     files: Mapping[str, str]  # split -> file name
-    text_a: str
-    text_b: str | None
-    label: str
-    index: str | None = "index"  # id column of the test file (row number when absent)
-    headerless: tuple[str, ...] = ()  # splits whose file has no header (CoLA train/dev)
-    columns: tuple[str, ...] = ()  # column names for headerless files
+    table: Table
+    headerless: tuple[str, ...] = ()  # splits whose file has no header (CoLA train/dev): table.fmt.header names them
 
 
 def _task_dir(root: Path, folder: str) -> Path:
@@ -62,58 +51,25 @@ def _task_dir(root: Path, folder: str) -> Path:
     return root
 
 
-def _read_glue(layout: GlueLayout, labels: tuple[str, ...] | None):
+def _read_glue(layout: GlueLayout):
+    headed = replace(layout.table, fmt=replace(layout.table.fmt, header=None))
+
     def read(root: Path, split: str, reader: RowReader, subset: str | None) -> list[Example]:
         path = require_file(_task_dir(root, layout.folder) / layout.files[split], f"GLUE {layout.folder} {split}")
         reader.stats.source = path
-        headerless = split in layout.headerless
-        rows = read_tsv(path, reader, header=not headerless, n_columns=len(layout.columns) or None)
-        examples: list[Example] = []
-        for ordinal, (line, row) in enumerate(rows):
-            if headerless:
-                row = dict(zip(layout.columns, row))
-            assert isinstance(row, dict)
-            missing = [c for c in (layout.text_a, layout.text_b) if c and c not in row]
-            if missing:
-                raise DataError(
-                    f"{path}: no column {missing[0]!r}; expected the {layout.folder} header with "
-                    f"{', '.join(c for c in (layout.text_a, layout.text_b) if c)}"
-                )
-            a = row[layout.text_a]
-            b = row[layout.text_b] if layout.text_b else None
-            texts = {layout.text_a: a} | ({layout.text_b: b} if layout.text_b else {})
-            if not check_texts(path, line, reader, **texts):
-                continue
-            label: int | float | None = None
-            if layout.label in row:
-                if labels is None:
-                    label = _parse_score(row[layout.label], path, line, reader)
-                else:
-                    label = parse_label(row[layout.label], labels, path, line, reader)
-                if label is None:
-                    continue
-            index = ordinal
-            if layout.index and layout.index in row:
-                try:
-                    index = int(row[layout.index])
-                except ValueError:
-                    reader.bad(path, line, f"{layout.index} {row[layout.index]!r} is not an integer")
-                    continue
-            examples.append(Example(a, b, label=label, index=index))
-        return examples
+        table = layout.table if split in layout.headerless else headed
+        return table.examples(path, read_rows(path, table.fmt, reader), reader, label_optional=split.startswith("test"))
 
     return read
 
 
-def _parse_score(value: str, path: Path, line: int, reader: RowReader) -> float | None:
-    try:
-        score = float(value)
-    except ValueError:
-        score = float("nan")
-    if not 0.0 <= score <= 5.0:  # also rejects nan
-        reader.bad(path, line, f"similarity score {value!r} is not a number in [0, 5]")
-        return None
-    return score
+def _layout(folder: str, transform: str, columns: dict[str, str], labels: tuple[str, ...] | None,
+            files: dict[str, str] | None = None, header: tuple[str, ...] | None = None,
+            headerless: tuple[str, ...] = ()) -> GlueLayout:
+    columns = {"id": "index", **columns}  # the id column of the test files (row number where absent)
+    table = Table(transform, columns, labels, TableFormat("tsv", quoting="none", header=header),
+                  score_range=(0.0, 5.0) if labels is None else None)
+    return GlueLayout(folder, files or _files(), table, headerless)
 
 
 def _files(*, mnli: bool = False) -> dict[str, str]:
@@ -131,25 +87,20 @@ def _files(*, mnli: bool = False) -> dict[str, str]:
 LAYOUTS: dict[str, GlueLayout] = {}  # task name -> its files (glue --out counts test rows with it)
 
 
-def _glue_task(
-    name: str,
-    layout: GlueLayout,
-    transform: str,
-    labels: tuple[str, ...] | None,
-    metrics,
-    description: str,
-    **extra,
-) -> TaskSpec:
+def _glue_task(name: str, layout: GlueLayout, metrics, description: str, **extra) -> TaskSpec:
     extra.setdefault("prediction_files", {"test": f"{layout.folder}.tsv"})
     LAYOUTS[name] = layout
+    labels = layout.table.labels
     return TaskSpec(
         name=name,
         title=layout.folder,
-        transform=transform,  # type: ignore[arg-type]
-        read=_read_glue(layout, labels),
+        transform=layout.table.transform,  # type: ignore[arg-type]
+        read=_read_glue(layout),
         metrics=metrics,
         labels=labels,
         glue=True,
+        label_names=labels is not None and not labels[0].isdigit(),  # GLUE wants names for the NLI tasks
+        score_range=layout.table.score_range,
         description=description,
         **extra,
     )
@@ -157,42 +108,35 @@ def _glue_task(
 
 COLA = _glue_task(
     "cola",
-    GlueLayout(
-        "CoLA", _files(), "sentence", None, "label",
-        headerless=("train", "dev"), columns=("source", "label", "original_label", "sentence"),
-    ),
-    "classification", BINARY, matthews,
-    "Corpus of Linguistic Acceptability: is the sentence grammatical? (Matthews corr.)",
+    _layout("CoLA", "classification", {"text": "sentence", "label": "label"}, BINARY,
+            header=("source", "label", "original_label", "sentence"), headerless=("train", "dev")),
+    matthews, "Corpus of Linguistic Acceptability: is the sentence grammatical? (Matthews corr.)",
 )
 SST2 = _glue_task(
     "sst2",
-    GlueLayout("SST-2", _files(), "sentence", None, "label"),
-    "classification", BINARY, lambda: accuracy(2),
-    "Stanford Sentiment Treebank, binary sentence polarity (accuracy)",
+    _layout("SST-2", "classification", {"text": "sentence", "label": "label"}, BINARY),
+    lambda: accuracy(2), "Stanford Sentiment Treebank, binary sentence polarity (accuracy)",
 )
 MRPC = _glue_task(
     "mrpc",
-    GlueLayout("MRPC", _files(), "#1 String", "#2 String", "Quality"),
-    "similarity", BINARY, accuracy_f1,
-    "Microsoft Research Paraphrase Corpus (F1 and accuracy)",
+    _layout("MRPC", "similarity", {"a": "#1 String", "b": "#2 String", "label": "Quality"}, BINARY),
+    accuracy_f1, "Microsoft Research Paraphrase Corpus (F1 and accuracy)",
 )
 STSB = _glue_task(
     "stsb",
-    GlueLayout("STS-B", _files(), "sentence1", "sentence2", "score"),
-    "similarity", None, correlations,
-    "Semantic Textual Similarity Benchmark, a 0-5 score (Pearson and Spearman)",
+    _layout("STS-B", "similarity", {"a": "sentence1", "b": "sentence2", "label": "score"}, None),
+    correlations, "Semantic Textual Similarity Benchmark, a 0-5 score (Pearson and Spearman)",
 )
 QQP = _glue_task(
     "qqp",
-    GlueLayout("QQP", _files(), "question1", "question2", "is_duplicate", index="id"),
-    "similarity", BINARY, accuracy_f1,
-    "Quora Question Pairs: duplicates? (F1 and accuracy)",
+    _layout("QQP", "similarity", {"a": "question1", "b": "question2", "label": "is_duplicate", "id": "id"}, BINARY),
+    accuracy_f1, "Quora Question Pairs: duplicates? (F1 and accuracy)",
 )
 MNLI = _glue_task(
     "mnli",
-    GlueLayout("MNLI", _files(mnli=True), "sentence1", "sentence2", "gold_label"),
-    "entailment", NLI3, lambda: accuracy(3),
-    "MultiNLI, matched and mismatched dev/test sets (accuracy)",
+    _layout("MNLI", "entailment", {"premise": "sentence1", "hypothesis": "sentence2", "label": "gold_label"}, NLI3,
+            files=_files(mnli=True)),
+    lambda: accuracy(3), "MultiNLI, matched and mismatched dev/test sets (accuracy)",
     val_splits=("dev_matched", "dev_mismatched"),
     test_splits=("test_matched", "test_mismatched"),
     split_names={"dev_matched": "matched", "dev_mismatched": "mismatched",
@@ -201,21 +145,18 @@ MNLI = _glue_task(
 )
 QNLI = _glue_task(
     "qnli",
-    GlueLayout("QNLI", _files(), "question", "sentence", "label"),
-    "entailment", NLI2, lambda: accuracy(2),
-    "Question NLI: does the sentence answer the question? (accuracy)",
+    _layout("QNLI", "entailment", {"premise": "question", "hypothesis": "sentence", "label": "label"}, NLI2),
+    lambda: accuracy(2), "Question NLI: does the sentence answer the question? (accuracy)",
 )
 RTE = _glue_task(
     "rte",
-    GlueLayout("RTE", _files(), "sentence1", "sentence2", "label"),
-    "entailment", NLI2, lambda: accuracy(2),
-    "Recognising Textual Entailment (accuracy)",
+    _layout("RTE", "entailment", {"premise": "sentence1", "hypothesis": "sentence2", "label": "label"}, NLI2),
+    lambda: accuracy(2), "Recognising Textual Entailment (accuracy)",
 )
 WNLI = _glue_task(
     "wnli",
-    GlueLayout("WNLI", _files(), "sentence1", "sentence2", "label"),
-    "entailment", BINARY, lambda: accuracy(2),
-    "Winograd NLI (accuracy)",
+    _layout("WNLI", "entailment", {"premise": "sentence1", "hypothesis": "sentence2", "label": "label"}, BINARY),
+    lambda: accuracy(2), "Winograd NLI (accuracy)",
 )
 
 GLUE_TASKS: tuple[TaskSpec, ...] = (COLA, SST2, MRPC, STSB, QQP, MNLI, QNLI, RTE, WNLI)

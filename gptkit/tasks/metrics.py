@@ -6,6 +6,9 @@ logged metric names, ``val/acc``, ``val/f1`` ...)::
     accuracy_f1()   acc, f1            binary with a positive class (MRPC, QQP)
     matthews()      mcc, acc           binary, unbalanced (CoLA)
     correlations()  pearson, spearman  a regression score (STS-B)
+
+A table task (``data.name=table``) names its metrics in the recipe (``data.metrics: [acc, f1]``):
+:func:`named` builds them from :data:`CLASSIFICATION_METRICS` or :data:`REGRESSION_METRICS`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ from __future__ import annotations
 import warnings
 
 from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryF1Score, BinaryMatthewsCorrCoef, MulticlassAccuracy
+from torchmetrics.classification import (
+    BinaryF1Score,
+    BinaryMatthewsCorrCoef,
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassMatthewsCorrCoef,
+)
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 
@@ -39,4 +48,29 @@ def correlations() -> MetricCollection:
         return MetricCollection({"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef()})
 
 
-__all__ = ["accuracy", "accuracy_f1", "correlations", "matthews"]
+# The metrics a recipe may name: what each measures, for the error that lists them.
+CLASSIFICATION_METRICS = {
+    "acc": "accuracy",
+    "f1": "F1 of the second label (binary), macro-averaged F1 (more classes)",
+    "mcc": "Matthews correlation",
+}
+REGRESSION_METRICS = {"pearson": "Pearson correlation", "spearman": "Spearman rank correlation"}
+
+
+def named(names: tuple[str, ...], n_classes: int | None) -> MetricCollection:
+    """The metrics ``names`` (keys of :data:`CLASSIFICATION_METRICS`, over ``n_classes`` classes, or of
+    :data:`REGRESSION_METRICS` when ``n_classes`` is None); the caller has checked the names."""
+    if n_classes is None:
+        scores = correlations()
+        return MetricCollection({n: scores[n] for n in names})
+    binary = n_classes == 2
+    make = {
+        "acc": lambda: MulticlassAccuracy(num_classes=n_classes, average="micro"),
+        "f1": lambda: BinaryF1Score() if binary else MulticlassF1Score(num_classes=n_classes, average="macro"),
+        "mcc": lambda: BinaryMatthewsCorrCoef() if binary else MulticlassMatthewsCorrCoef(num_classes=n_classes),
+    }
+    return MetricCollection({n: make[n]() for n in names})
+
+
+__all__ = ["CLASSIFICATION_METRICS", "REGRESSION_METRICS", "accuracy", "accuracy_f1", "correlations", "matthews",
+           "named"]

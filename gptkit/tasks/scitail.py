@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gptkit.tasks.base import Example, RowReader, TaskSpec, check_texts, parse_label, read_tsv, require_file
+from gptkit.tasks.base import Example, RowReader, TaskSpec, require_file
 from gptkit.tasks.metrics import accuracy
+from gptkit.tasks.table import Table, TableFormat, read_rows
 
 LABELS = ("entails", "neutral")
+TABLE = Table("entailment", {"premise": "premise", "hypothesis": "hypothesis", "label": "label"}, LABELS,
+              TableFormat("tsv", quoting="none", header=("premise", "hypothesis", "label")))
 
 
 def _folder(root: Path) -> Path:
@@ -22,15 +25,7 @@ def _folder(root: Path) -> Path:
 
 def read_scitail(root: Path, split: str, reader: RowReader, subset: str | None = None) -> list[Example]:
     path = require_file(_folder(root) / f"scitail_1.0_{split}.tsv", f"SciTail {split}")
-    examples = []
-    for ordinal, (line, row) in enumerate(read_tsv(path, reader, header=False, n_columns=3)):
-        premise, hypothesis, value = row
-        if not check_texts(path, line, reader, premise=premise, hypothesis=hypothesis):
-            continue
-        label = parse_label(value, LABELS, path, line, reader)
-        if label is not None:
-            examples.append(Example(premise, hypothesis, label=label, index=ordinal))
-    return examples
+    return TABLE.examples(path, read_rows(path, TABLE.fmt, reader), reader)
 
 
 SCITAIL = TaskSpec(
