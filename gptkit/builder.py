@@ -110,7 +110,7 @@ def build(cfg: DictConfig, verb: str = "fit", callbacks: Sequence[pl.Callback] =
     # was. run.overwrite=true then removes the earlier run's checkpoints and what was made from them.
     earlier = (CHECKPOINTS_DIR, RESULTS_DIR, PREDICTIONS_DIR) if replace else ()
     run_folder = RunFolder(rdir, tokenizer, to_yaml(cfg), replace=earlier) if verb == "fit" else None
-    own_callbacks = build_callbacks(cfg, rdir, verb, run_folder)
+    own_callbacks = build_callbacks(cfg, rdir, verb, run_folder, tokenizer)
     trainer = build_trainer(cfg, rdir, [*own_callbacks, *callbacks], verb, resume=own)
     return Components(cfg, rdir, tokenizer, datamodule, module, trainer, ckpt_path, resumed, init)
 
@@ -213,7 +213,7 @@ def build_datamodule(cfg: DictConfig, tokenizer, sources: list | None, task=None
         task or build_task(cfg), root=d.root, tokenizer=tokenizer, n_ctx=cfg.model.n_ctx, batch_size=d.batch_size,
         eval_batch_size=d.eval_batch_size, num_workers=d.num_workers, skip_bad_rows=d.skip_bad_rows,
         subset=d.subset, seed=cfg.run.seed, data_dir=resolve_data_dir(cfg.run.data_dir),
-        group_by_length=d.group_by_length, pin_memory=pin_memory(cfg),
+        group_by_length=d.group_by_length, pin_memory=pin_memory(cfg), train_examples=d.train_examples,
     )
 
 
@@ -238,10 +238,11 @@ def build_module(cfg: DictConfig, tokenizer, tokenizer_record: dict, task=None):
 
 
 # -- callbacks and trainer --------------------------------------------------------------------------
-def build_callbacks(cfg: DictConfig, rdir: Path, verb: str = "fit", run_folder: pl.Callback | None = None
-                    ) -> list[pl.Callback]:
+def build_callbacks(cfg: DictConfig, rdir: Path, verb: str = "fit", run_folder: pl.Callback | None = None,
+                    tokenizer: Any = None) -> list[pl.Callback]:
     """gptkit's callbacks: for a fit, the checkpoints (best and last), clean stops, exact resume, the
-    learning rate, throughput and progress. Lightning runs the checkpoint callbacks after the others."""
+    learning rate, throughput and progress, and the zero-shot curve when ``zeroshot.tasks`` names tasks
+    (scored with ``tokenizer``). Lightning runs the checkpoint callbacks after the others."""
     from pytorch_lightning.callbacks import LearningRateMonitor
 
     from gptkit.callbacks import FitSummary, TokenThroughput
@@ -266,6 +267,7 @@ def build_callbacks(cfg: DictConfig, rdir: Path, verb: str = "fit", run_folder: 
         ResumedSettings(),
         TokenThroughput() if cfg.logging.throughput else None,
         PlainProgress(every=cfg.trainer.log_every_n_steps) if progress == "plain" else None,
+        zeroshot_curve(cfg, rdir, tokenizer),
         # the best checkpoints, at validation (first of the checkpoint callbacks: trainer.checkpoint_callback)
         BestCheckpoint(
             dirpath=rdir / CHECKPOINTS_DIR, filename=f"best-step{{step}}-{c.monitor.replace('/', '_')}{{{c.monitor}:.4f}}",
@@ -279,6 +281,17 @@ def build_callbacks(cfg: DictConfig, rdir: Path, verb: str = "fit", run_folder: 
         Preemption(requeue_signal=slurm_requeue_signal()),  # last: every other callback has seen the update
     ]
     return [cb for cb in callbacks if cb is not None]
+
+
+def zeroshot_curve(cfg: DictConfig, rdir: Path, tokenizer: Any) -> pl.Callback | None:
+    """The zero-shot curve (:class:`gptkit.zeroshot.ZeroshotCurve`) when ``zeroshot.tasks`` names tasks."""
+    from gptkit.config import zeroshot_tasks
+
+    if not zeroshot_tasks(cfg.zeroshot) or tokenizer is None:
+        return None
+    from gptkit.zeroshot import ZeroshotCurve
+
+    return ZeroshotCurve(cfg, tokenizer, rdir)
 
 
 def slurm_requeue_signal() -> int | None:

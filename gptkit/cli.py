@@ -22,11 +22,14 @@ EPILOG = """examples:
   gptkit test recipes/race.yaml ckpt_path=best
   gptkit predict recipes/sst2.yaml ckpt_path=best                 # runs/sst2/predictions/SST-2.tsv
   gptkit glue runs/cola runs/sst2 runs/mrpc --out submission/
+  gptkit zeroshot recipes/quickstart/finetune.yaml                # the pretrained LM alone on polarity
+  gptkit sweep recipes/quickstart/finetune.yaml init.n_transfer=0,2,4 run.seed=1,2   # table + plot
+  gptkit study recipes/study/pretraining-helps.yaml              # does pretraining help? (about an hour)
   tensorboard --logdir runs/
 """
 
 
-RECIPE_VERBS = ("fit", "validate", "test", "predict")
+RECIPE_VERBS = ("fit", "validate", "test", "predict", "zeroshot")
 SIGPIPE_EXIT = 128 + 13  # what a shell reports for a program killed by SIGPIPE (`gptkit generate ... | head`)
 
 
@@ -84,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "whose test labels are private (GLUE), the dev split")
     _recipe_verb(sub, "predict", "write a fine-tuned checkpoint's test-set predictions to <run>/predictions/ "
                  "(GLUE submission format; needs ckpt_path=...)")
+    _recipe_verb(sub, "zeroshot", "score a checkpoint's language model alone, no fine-tuning, by the paper's "
+                 "zero-shot heuristics on zeroshot.tasks or the recipe's task (ckpt_path=... or init.checkpoint; "
+                 "zeroshot.untrained=true: a random model of the same size)")
 
     gl = sub.add_parser("glue", help="GLUE score of fine-tuning runs, and a submission folder",
                         description="Average the GLUE score over fine-tuning run folders (one per task; "
@@ -142,6 +148,44 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("name", nargs="?", help="corpus to fetch")
     d.add_argument("--data-dir", default=None,
                    help="cache folder (the recipe's run.data_dir); default $GPTKIT_CACHE, else ~/.cache/gptkit")
+
+    s = sub.add_parser("sweep", help="fit and evaluate a grid of overrides; a table and a plot of the results",
+                       description="Run a grid over one recipe: each key=v1,v2,... is swept (commas inside brackets "
+                                   "or quotes do not split), each key=value is fixed. Every point is an ordinary run "
+                                   "(run.name gets the point's values), fitted with ckpt_path=auto and evaluated at "
+                                   "ckpt_path=best, one after another; the sweep folder gets sweep.csv, sweep.md and "
+                                   "sweep.png. Run the same command again to go on after an interruption.",
+                       epilog="example: gptkit sweep recipes/quickstart/finetune.yaml init.n_transfer=0,1,2,3,4 "
+                              "run.seed=1,2 --metric test/acc")
+    s.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    s.add_argument("overrides", nargs="*", default=[], metavar="key=v1,v2,...|key=value",
+                   help="swept keys and fixed overrides (before or after the options)")
+    s.add_argument("--metric", default=None,
+                   help="metric to tabulate and plot (default: the test/val form of checkpoint.monitor, e.g. test/acc)")
+    s.add_argument("--eval", default="test", help="each point's evaluation: test, validate, zeroshot, or several "
+                   "separated by commas (default: %(default)s)")
+    s.add_argument("--out", default=None, help="sweep folder (default: <run.dir>/sweep-<run.name>)")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--print-commands", action="store_true",
+                     help="print one shell line per point (gptkit fit ... && gptkit test ...) for a cluster to run, "
+                          "and train nothing")
+    how.add_argument("--collect", action="store_true",
+                     help="gather the points' existing results into the sweep folder; train nothing")
+    st = sub.add_parser("study", help="does pretraining help? fine-tuned, zero-shot and baseline arms over labelled-set "
+                        "sizes and seeds; a table and plots",
+                        description="Run a study file (recipes/study/): pretrain once, tune every fine-tuned arm's grid on "
+                                    "validation with the first seed, run the chosen setting for every seed, score test at "
+                                    "the best checkpoint; zero-shot and TF-IDF arms too. Writes study.md, study.csv and "
+                                    "PNG plots into the study folder. Run the same command again to go on after an "
+                                    "interruption (finished runs are kept). See docs/study.md.",
+                        epilog="example: gptkit study recipes/study/pretraining-helps.yaml --publish docs/study")
+    st.add_argument("study", help="study file (YAML), e.g. recipes/study/pretraining-helps.yaml")
+    st.add_argument("--small", action="store_true",
+                    help="the study file's small setting (tiny model, fixture data: a couple of minutes)")
+    st.add_argument("--out", default=None,
+                    help="study folder (default: runs/study-<name>, runs/study-<name>-small with --small)")
+    st.add_argument("--publish", default=None, metavar="DOCS_DIR",
+                    help="also copy the page (as results.md) and the plots into this docs folder")
     parser.verb_parsers = sub.choices  # each verb's own parser, for its usage line in errors
     return parser
 
@@ -159,13 +203,13 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from gptkit.verbs import predict, run
+    from gptkit.verbs import predict, run, zeroshot
 
     if args.verb == "predict":
         for path in predict(cfg):
             print(path)
         return 0
-    metrics = run(args.verb, cfg)
+    metrics = zeroshot(cfg) if args.verb == "zeroshot" else run(args.verb, cfg)
     if args.verb != "fit":
         for key, value in sorted(metrics.items()):
             print(f"{key}\t{value:.6g}")
@@ -229,9 +273,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from gptkit.sweep import collect_sweep, plan_sweep, point_commands, run_sweep
+
+    sweep = plan_sweep(args.recipe, args.overrides, evals=args.eval, metric=args.metric, out=args.out)
+    if args.print_commands:
+        for line in point_commands(sweep):
+            print(line)
+        return 0
+    results = collect_sweep(sweep) if args.collect else run_sweep(sweep)
+    for name, value in results.lines():
+        print(f"{name}\t{value:.6g}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    import shlex
+
+    from gptkit.study import read_study, run_study
+
+    command = shlex.join(["gptkit", "study", args.study, *(["--small"] if args.small else []),
+                          *(["--out", args.out] if args.out else []), *(["--publish", args.publish] if args.publish else [])])
+    folder = run_study(read_study(args.study, small=args.small), out=args.out, publish=args.publish, command=command)
+    print(folder / "study.md")
+    return 0
+
+
 COMMANDS = {"fit": cmd_recipe, "validate": cmd_recipe, "test": cmd_recipe, "predict": cmd_recipe,
-            "generate": cmd_generate, "import": cmd_import, "export": cmd_export, "data": cmd_data,
-            "glue": cmd_glue}
+            "zeroshot": cmd_recipe, "generate": cmd_generate, "import": cmd_import, "export": cmd_export, "data": cmd_data,
+            "glue": cmd_glue, "sweep": cmd_sweep, "study": cmd_study}
 
 
 def _rank() -> int:
@@ -248,7 +318,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     if extra:
         verb = parser.verb_parsers[args.verb]
-        if args.verb in RECIPE_VERBS and not any(e.startswith("-") for e in extra):
+        if (args.verb in RECIPE_VERBS or args.verb == "sweep") and not any(e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
             verb.error(f"unrecognized arguments: {' '.join(extra)}")

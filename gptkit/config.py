@@ -14,7 +14,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gptkit.errors import ConfigError
@@ -101,6 +101,7 @@ class DataConfig:
     val_fraction: float = 0.005  # pretraining: held-out tail of the token stream
     group_by_length: bool = False  # fine-tuning: batch examples of similar length (less padding)
     skip_bad_rows: bool = False  # fine-tuning: skip malformed rows (and report how many) instead of failing
+    train_examples: int | None = None  # fine-tuning: train on a random subsample of this many examples, drawn with run.seed (null = all)
     verify_shards: bool = True  # re-hash token shards before training on them
     # Your own labelled files (name: table); files is then a mapping {train: .., validation: .., test: ..}
     transform: str | None = None  # table: classification | entailment | similarity | multiple_choice
@@ -178,6 +179,25 @@ class LoggingConfig:
 
 
 @dataclass
+class ZeroshotConfig:
+    """Zero-shot scoring with the language model alone (``gptkit zeroshot``, and the curve during a fit):
+    see docs/zeroshot.md and :mod:`gptkit.zeroshot`."""
+
+    tasks: Any = field(default_factory=list)  # task names; fit: score them every every_n_steps; the verb: these (default: the recipe's task)
+    every_n_steps: int = 200  # fit: score every n updates (and at update 0 and at the end)
+    split: str = "validation"  # validation | test: the split scored
+    max_examples: int | None = None  # the verb: a seeded subsample of the split (null = all of it)
+    fit_max_examples: int | None = 500  # fit: the fixed seeded subsample scored at every point (null = all)
+    threshold_examples: int | None = 2000  # CoLA, WNLI: training examples the threshold is chosen on (null = all)
+    seed: int = 0  # the subsamples' seed
+    batch_size: int = 32  # sequences per forward pass
+    prompt: dict[str, str] = field(default_factory=dict)  # task -> words appended before the verbaliser (default: very)
+    verbalisers: dict[str, list[str]] = field(default_factory=dict)  # task -> one word per label (polarity, sst2: negative, positive)
+    roots: dict[str, str] = field(default_factory=dict)  # task -> its data folder (tasks other than the recipe's own)
+    untrained: bool = False  # the verb: score a randomly initialised model of the same size instead
+
+
+@dataclass
 class GptkitConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -189,6 +209,7 @@ class GptkitConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    zeroshot: ZeroshotConfig = field(default_factory=ZeroshotConfig)
     ckpt_path: str | None = None  # resume fit from, or evaluate, this checkpoint
 
 
@@ -202,6 +223,7 @@ CHOICES = {
     "data.transform": (None, "classification", "entailment", "similarity", "multiple_choice"),
     "data.format": (None, "csv", "tsv", "jsonl", "parquet", "hf"),
     "data.quoting": (None, "csv", "none"),
+    "zeroshot.split": ("validation", "test"),
 }
 
 
@@ -322,7 +344,10 @@ RANGES = {
     "optim.warmup_ratio": "in [0, 1]",
     "data.val_from_train": "in (0, 1)",
     "data.eval_batch_size": ">= 1",
+    "data.train_examples": ">= 1",
     "checkpoint.save_top_k": "-1 (keep all) or >= 0",
+    **dict.fromkeys(["zeroshot.every_n_steps", "zeroshot.max_examples", "zeroshot.fit_max_examples",
+                     "zeroshot.threshold_examples", "zeroshot.batch_size"], ">= 1"),
 }
 
 
@@ -352,6 +377,10 @@ def _check_values(cfg: DictConfig) -> None:
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.data.val_fraction}")
     _check_data_files(cfg.data)
+    if cfg.data.name == "pretrain" and cfg.data.train_examples is not None:
+        raise ConfigError("data.train_examples subsamples a fine-tuning task's training split; pretraining reads all of "
+                          "its text (drop data.train_examples, or set data.name to a task)")
+    _check_zeroshot(cfg.zeroshot)
     betas = list(cfg.optim.betas)
     if len(betas) != 2 or not all(RULES["in [0, 1)"](b) for b in betas):
         raise ConfigError(f"optim.betas must hold two numbers, each in [0, 1), got {betas}")
@@ -376,6 +405,29 @@ def _check_data_files(data: DictConfig) -> None:
         raise ConfigError(f"data.files must hold file paths (strings), got {OmegaConf.to_container(files)}")
     if data.delimiter is not None and len(data.delimiter) != 1:
         raise ConfigError(f"data.delimiter must be one character (e.g. ';' or '|'), got {data.delimiter!r}")
+
+
+def zeroshot_tasks(zeroshot: DictConfig) -> list[str]:
+    """``zeroshot.tasks`` as a list of names (``zeroshot.tasks=polarity`` is a list of one)."""
+    tasks = zeroshot.tasks
+    return [tasks] if isinstance(tasks, str) else list(tasks or [])
+
+
+def _check_zeroshot(zeroshot: DictConfig) -> None:
+    """``zeroshot.tasks``: task names; ``zeroshot.verbalisers``: non-empty words. (Whether each task has a
+    heuristic, and each word is one token, is checked when the tokenizer is known: gptkit.zeroshot.)"""
+    tasks = zeroshot.tasks
+    if tasks is not None and not isinstance(tasks, (str, ListConfig)):
+        raise ConfigError(f"zeroshot.tasks must be a list of task names, e.g. zeroshot.tasks=[polarity], got {tasks!r}")
+    for name in zeroshot_tasks(zeroshot):
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"zeroshot.tasks must hold task names (e.g. [polarity, cola]), got {name!r}")
+        if "," in name:
+            raise ConfigError(f"zeroshot.tasks={name}: list several tasks in brackets, e.g. "
+                              f"zeroshot.tasks='[{name}]'")
+    for task, words in zeroshot.verbalisers.items():
+        if not words or not all(w.strip() for w in words):
+            raise ConfigError(f"zeroshot.verbalisers.{task} must hold one non-empty word per label, got {list(words)}")
 
 
 def to_yaml(cfg: DictConfig) -> str:

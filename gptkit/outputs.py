@@ -154,3 +154,22 @@ def read_results(path: Path) -> tuple[str | None, object]:
         scored = raw.get("checkpoint")
         return (scored if isinstance(scored, str) else None), raw["metrics"]
     return None, raw
+
+
+@contextlib.contextmanager
+def held_folder(folder: Path, what: str, hint: str = "wait for it") -> Iterator[None]:
+    """Hold ``folder`` for one command at a time (an flock on its ``.lock`` file: a process that dies holds
+    nothing); a second command is refused with a :class:`~gptkit.errors.ConfigError` naming ``what``."""
+    import fcntl
+
+    from gptkit.errors import ConfigError
+
+    with open(folder / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{what} folder {folder} is in use by another `gptkit {what}` that has not ended; "
+                              f"{hint}") from None
+        except OSError:  # a file system without locks: each run folder is still held by its fit
+            pass
+        yield

@@ -1,8 +1,8 @@
-"""The recipe verbs: ``fit``, ``validate``, ``test`` and ``predict``.
+"""The recipe verbs: ``fit``, ``validate``, ``test``, ``predict`` and ``zeroshot``.
 
 Each reads like a training script: build the run from its config (:func:`gptkit.builder.build`),
-hand it to the Trainer, report. The CLI calls :func:`run` and :func:`predict`; so can a script or a
-sweep (``from gptkit import load_config, run``).
+hand it to the Trainer, report. The CLI calls :func:`run`, :func:`predict` and :func:`zeroshot`; so can
+a script or a sweep (``from gptkit import load_config, run``).
 """
 
 from __future__ import annotations
@@ -149,3 +149,24 @@ def predict(cfg: DictConfig) -> list[Path]:
             log(f"{task.title} {split}: {len(index)} predictions -> {path}")
             written.append(path)
         return written
+
+
+def zeroshot(cfg: DictConfig) -> dict[str, float]:
+    """``gptkit zeroshot``: score a checkpoint's language model alone, with no fine-tuning, on
+    ``zeroshot.tasks`` (or the recipe's own task) by the paper's zero-shot heuristics
+    (:mod:`gptkit.zeroshot`); returns ``{"zeroshot/<task>/<metric>": value}``. The checkpoint is
+    ``ckpt_path`` (a .ckpt, ``last`` / ``best`` of the recipe's run, or a pretrained-model folder), else
+    ``init.checkpoint``; ``zeroshot.untrained=true`` scores a randomly initialised model of the same size
+    instead. The metrics also go to ``results/zeroshot.json`` (``zeroshot-untrained.json``) in the
+    checkpoint's run folder. The caller's random state is given back, as by :func:`run`."""
+    from gptkit.zeroshot import zeroshot as score
+
+    with caller_rng_state():
+        pl.seed_everything(cfg.run.seed, workers=True, verbose=False)  # an untrained model's weights
+        scored = score(cfg)
+    metrics, info = scored.metrics, scored.checkpoint
+    kept = info if info is not None and not scored.untrained else None
+    path = write_results(scored.folder, "zeroshot-untrained" if scored.untrained else "zeroshot", metrics,
+                         kept.path if kept is not None else None, kept.step if kept is not None else None)
+    log(f"zeroshot results -> {path}")
+    return metrics

@@ -18,6 +18,7 @@ ROOTS = {
     "rocstories": SAMPLES / "ROCStories" / "lf_normalized_50rows",
     "copa": SAMPLES / "COPA",
     "polarity": SAMPLES / "movie_reviews",
+    "bbc": SAMPLES / "bbc",
 }
 
 

@@ -164,8 +164,8 @@ def test_resuming_a_run_saved_with_one_checkpoint_callback(corpus, monkeypatch):
     args = [*tiny_args(path, root, "upgrade"), "trainer.max_steps=10"]
     new_callbacks = builder.build_callbacks
 
-    def old_callbacks(cfg, rdir, verb="fit", run_folder=None):  # gptkit's single checkpoint callback of before
-        callbacks = new_callbacks(cfg, rdir, verb, run_folder)
+    def old_callbacks(cfg, rdir, verb="fit", run_folder=None, tokenizer=None):  # the single checkpoint callback of before
+        callbacks = new_callbacks(cfg, rdir, verb, run_folder, tokenizer)
         old = ModelCheckpoint(dirpath=rdir / "checkpoints", filename="best-step{step}-val_loss{val/loss:.4f}",
                               monitor="val/loss", mode="min", save_top_k=1, save_last=True,
                               auto_insert_metric_name=False, every_n_train_steps=cfg.checkpoint.every_n_train_steps)

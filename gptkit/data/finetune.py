@@ -38,6 +38,7 @@ class SplitData:
     name: str
     examples: list[Encoded]
     stats: ReadStats
+    drawn: str = ""  # train with data.train_examples: "8,454 read; 100 drawn with seed 1 (data.train_examples)"
 
     @property
     def truncated(self) -> int:
@@ -48,8 +49,23 @@ class SplitData:
         return any(e.label is not None for e in self.examples)
 
     def describe(self, n_ctx: int) -> str:
-        text = self.stats.describe()
+        text = self.stats.describe() + (f"; {self.drawn}" if self.drawn else "")
         return f"{text}, {self.truncated} truncated to n_ctx={n_ctx}"
+
+
+def subsample_indices(n: int, k: int | None, seed: int) -> list[int]:
+    """The training examples ``data.train_examples=k`` keeps out of ``n``: the first ``k`` of a permutation
+    drawn with ``seed`` (``run.seed``), in file order. The same seed gives the same examples to every run
+    of any recipe over the same split, and a smaller ``k`` keeps a subset of a larger one's examples.
+    ``k=None`` keeps all. Raises DataError when ``k > n``."""
+    if k is None:
+        return list(range(n))
+    if k > n:
+        raise DataError(f"data.train_examples={k} is more than the {n} training examples; lower it, or set "
+                        "data.train_examples=null to train on all of them")
+    import numpy as np
+
+    return sorted(np.random.RandomState(seed).permutation(n)[:k].tolist())
 
 
 class LengthGroupedSampler(ResumableSampler):
@@ -132,6 +148,7 @@ class FinetuneDataModule(pl.LightningDataModule):
         data_dir: str | Path | None = None,
         group_by_length: bool = False,
         pin_memory: bool = False,
+        train_examples: int | None = None,
     ) -> None:
         super().__init__()
         self.task = task_name if isinstance(task_name, TaskSpec) else get_task(task_name)
@@ -153,6 +170,7 @@ class FinetuneDataModule(pl.LightningDataModule):
         self.seed = seed
         self.group_by_length = group_by_length
         self.pin_memory = pin_memory
+        self.train_examples = train_examples
         self.splits: dict[str, SplitData] = {}
         self._collate = partial(collate, regression=self.task.regression)
 
@@ -174,8 +192,15 @@ class FinetuneDataModule(pl.LightningDataModule):
     def _load(self, split: str) -> SplitData:
         if split not in self.splits:
             examples, stats = self.examples(split)
+            drawn = ""
+            if split == "train" and self.train_examples is not None:  # a seeded subsample (docs/study.md)
+                try:
+                    examples = [examples[i] for i in subsample_indices(len(examples), self.train_examples, self.seed)]
+                except DataError as exc:
+                    raise DataError(f"{self.task.title}: {exc}") from None
+                drawn = f"{len(examples)} drawn with seed {self.seed} (data.train_examples)"
             encoded = encode(examples, self.task.transform, self.tokenizer, self.n_ctx)
-            data = SplitData(split, encoded, stats)
+            data = SplitData(split, encoded, stats, drawn)
             self.splits[split] = data
             log.info("%s %s: %s", self.task.name, split, data.describe(self.n_ctx))
         return self.splits[split]

@@ -13,6 +13,7 @@ import difflib
 
 from gptkit.errors import ConfigError
 from gptkit.tasks.base import Example, TaskSpec
+from gptkit.tasks.bbc import BBC
 from gptkit.tasks.copa import COPA
 from gptkit.tasks.glue import GLUE_TASKS, glue_score
 from gptkit.tasks.polarity import POLARITY
@@ -74,7 +75,7 @@ def canonical_name(name: str | None) -> str | None:
     return TASKS[key].name if key in TASKS else key
 
 
-for _task in (*GLUE_TASKS, SNLI, SCITAIL, RACE, ROCSTORIES, COPA, POLARITY):
+for _task in (*GLUE_TASKS, SNLI, SCITAIL, RACE, ROCSTORIES, COPA, POLARITY, BBC):
     register_task(_task)
 
 __all__ = ["TABLE", "TASKS", "Example", "TaskSpec", "canonical_name", "get_task", "glue_score", "register_task",

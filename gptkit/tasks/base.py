@@ -274,6 +274,12 @@ class ReadStats:
     first_skip: str | None = None
     source: Path | None = None  # the file the split was read from, when one file holds it
 
+    def counted_with_train(self) -> None:
+        """Forget the skipped and excluded rows: a split drawn from the same file as train (polarity's
+        fixed split, a validation split carved from train) reports them once, with train."""
+        self.skipped, self.first_skip = 0, None
+        self.excluded.clear()
+
     def describe(self) -> str:
         parts = [f"{self.rows} examples"]
         if self.skipped:

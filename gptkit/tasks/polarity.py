@@ -64,10 +64,7 @@ def split_indices(n: int) -> dict[str, np.ndarray]:
 def read_polarity(root: Path, split: str, reader: RowReader, subset: str | None = None) -> list[Example]:
     examples = read_all(resolve_file(root), reader)
     if split != "train":
-        # The exclusion and skip counts belong to the whole file; report them once, with train.
-        reader.stats.excluded.clear()
-        reader.stats.skipped = 0
-        reader.stats.first_skip = None
+        reader.stats.counted_with_train()
     return [examples[i] for i in split_indices(len(examples))[split]]
 
 

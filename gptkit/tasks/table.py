@@ -514,9 +514,8 @@ def read_split(table: Table, files: TableFiles, split: str, reader: RowReader) -
     reader.stats.source = path
     examples = table.examples(path, read_rows(path, table.fmt, reader, split), reader, label_optional=split == "test")
     if carve:
-        if split == "validation":  # the skip and exclusion counts belong to train's report
-            reader.stats.skipped, reader.stats.first_skip = 0, None
-            reader.stats.excluded.clear()
+        if split == "validation":
+            reader.stats.counted_with_train()
         examples = [examples[i] for i in files.carved(len(examples))[split]]
     if split == "validation" and table.labels is not None and table.transform != "multiple_choice":
         seen = {e.label for e in examples}
