@@ -207,14 +207,21 @@ class Sweep:
 
     def identity(self) -> dict:
         """What makes two sweeps the same (their sweep.json says it): the recipe, the fixed overrides
-        and the grid; not --metric or --eval, which only choose what is gathered."""
-        return {"recipe": str(Path(self.recipe).expanduser().resolve()), "overrides": parse_overrides(self.fixed),
+        and the grid; not --metric or --eval, which only choose what is gathered, nor the ``logging.*``
+        overrides, which only change what a run prints."""
+        kept = [o for o in self.fixed if not display_only(o.partition("=")[0])]
+        return {"recipe": str(Path(self.recipe).expanduser().resolve()), "overrides": parse_overrides(kept),
                 "grid": [[k, list(v)] for k, v in self.grid]}
 
     def command(self) -> str:
         """The command line that makes this sweep (as sweep.md shows it)."""
         grid = [f"{k}={','.join(v)}" for k, v in self.grid]
         return shlex.join(["gptkit", "sweep", self.recipe, *self.fixed, *grid])
+
+
+def display_only(key: str) -> bool:
+    """Whether an override key only changes what a run prints (``logging.progress``...)."""
+    return key.strip().startswith("logging.")
 
 
 def parse_evals(evals: str | Sequence[str]) -> tuple[str, ...]:
@@ -347,7 +354,7 @@ def check_run_folder(sweep: Sweep, point: Point) -> None:
     keys = [o.partition("=")[0].strip() for o in sweep.fixed] + sweep.keys
     differ = []
     for key in dict.fromkeys(keys):
-        if key in RESERVED or key in ADOPTED or key == "run.dir":
+        if key in RESERVED or key in ADOPTED or key == "run.dir" or display_only(key):
             continue
         mine, their = OmegaConf.select(point.cfg, key), OmegaConf.select(theirs, key, default="(unset)")
         mine, their = (OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for v in (mine, their))

@@ -302,6 +302,12 @@ def test_a_folder_holding_another_sweeps_results_is_refused(swept, calls, tmp_pa
     assert [p.name for p in other.iterdir()] == ["plan.txt"]
 
 
+def test_display_only_overrides_do_not_make_another_sweep(swept, calls):
+    sweep, _ = swept
+    again = run_sweep(plan_sweep(FINETUNE, [*tiny(sweep.folder.parent.parent, *GRID), "logging.progress=plain"]))
+    assert calls == [] and len(again.lines()) == 2  # the same sweep: nothing trained, the results read
+
+
 def test_one_sweep_at_a_time_in_a_sweep_folder(swept, calls):
     sweep, _ = swept
     with open(sweep.folder / ".lock", "a") as held:  # as a sweep that is running holds it
