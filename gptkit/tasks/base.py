@@ -445,6 +445,23 @@ def read_tsv(
         raise DataError(f"{path} is empty; expected a header line and rows")
 
 
+def fixed_split(n: int, seed: int, eval_fraction: float = 0.1) -> dict[str, list[int]]:
+    """The fixed split of a dataset that has none of its own (polarity, BBC): a permutation of its ``n``
+    examples seeded by ``seed`` (the dataset's, not the run's) gives ``eval_fraction`` of them (at least
+    one) to test, as many to dev, the rest to train; positions in read order."""
+    n_eval = max(1, int(eval_fraction * n))
+    perm = np.random.RandomState(seed).permutation(n).tolist()
+    return {"test": perm[:n_eval], "dev": perm[n_eval : 2 * n_eval], "train": perm[2 * n_eval :]}
+
+
+def take_split(examples: list[Example], split: str, reader: RowReader, indices: dict[str, list[int]]) -> list[Example]:
+    """The examples of ``split`` from a whole file's ``examples``; its skipped and excluded rows are reported
+    once, with train."""
+    if split != "train":
+        reader.stats.counted_with_train()
+    return [examples[i] for i in indices[split]]
+
+
 def parse_label(
     value: str, labels: Sequence[str], path: Path, line: int, reader: RowReader
 ) -> int | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gptkit.errors import DataError
-from gptkit.tasks.base import Example, RowReader, TaskSpec, _reading
+from gptkit.tasks.base import Example, RowReader, TaskSpec, _reading, fixed_split, take_split
 from gptkit.tasks.metrics import accuracy
 from gptkit.tasks.polarity import EVAL_FRACTION
 
@@ -73,18 +73,12 @@ def read_all(root: Path, reader: RowReader) -> list[Example]:
 
 def split_indices(n: int) -> dict[str, list[int]]:
     """The fixed split of ``n`` articles: test, dev and train positions in read order."""
-    import numpy as np
-
-    n_eval = max(1, int(EVAL_FRACTION * n))
-    perm = np.random.RandomState(SPLIT_SEED).permutation(n).tolist()
-    return {"test": perm[:n_eval], "dev": perm[n_eval : 2 * n_eval], "train": perm[2 * n_eval :]}
+    return fixed_split(n, SPLIT_SEED, EVAL_FRACTION)
 
 
 def read_bbc(root: Path, split: str, reader: RowReader, subset: str | None = None) -> list[Example]:
     examples = read_all(root, reader)
-    if split != "train":
-        reader.stats.counted_with_train()
-    return [examples[i] for i in split_indices(len(examples))[split]]
+    return take_split(examples, split, reader, split_indices(len(examples)))
 
 
 BBC = TaskSpec(

@@ -13,9 +13,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from gptkit.tasks.base import Example, RowReader, TaskSpec, check_texts, read_tsv, require_file
+from gptkit.tasks.base import (
+    Example,
+    RowReader,
+    TaskSpec,
+    check_texts,
+    fixed_split,
+    read_tsv,
+    require_file,
+    take_split,
+)
 from gptkit.tasks.metrics import accuracy
 
 FILE = "movieReviewSnippets_GroundTruth.txt"
@@ -55,17 +62,13 @@ def read_all(path: Path, reader: RowReader) -> list[Example]:
     return examples
 
 
-def split_indices(n: int) -> dict[str, np.ndarray]:
-    n_eval = max(1, int(EVAL_FRACTION * n))
-    perm = np.random.RandomState(SPLIT_SEED).permutation(n)
-    return {"test": perm[:n_eval], "dev": perm[n_eval : 2 * n_eval], "train": perm[2 * n_eval :]}
+def split_indices(n: int) -> dict[str, list[int]]:
+    return fixed_split(n, SPLIT_SEED, EVAL_FRACTION)
 
 
 def read_polarity(root: Path, split: str, reader: RowReader, subset: str | None = None) -> list[Example]:
     examples = read_all(resolve_file(root), reader)
-    if split != "train":
-        reader.stats.counted_with_train()
-    return [examples[i] for i in split_indices(len(examples))[split]]
+    return take_split(examples, split, reader, split_indices(len(examples)))
 
 
 POLARITY = TaskSpec(
