@@ -7,6 +7,9 @@
   the end of the current update: it writes ``last.ckpt`` there and (for the requeue signal) requeues
   the job. ``gptkit fit`` then exits with status 128 + the signal number. Under DDP every process stops
   at the same update.
+- :func:`evaluation_stops` makes a SIGTERM during ``validate``, ``test`` or ``predict`` the same kind of
+  stop (status 143 and one ``stopped:`` line) instead of Lightning's, which ends the process with
+  status 0, as if the evaluation had finished.
 - :class:`NonFiniteLoss` stops training at a NaN/inf loss (``objective.nonfinite=stop``) before any
   checkpoint holds weights updated from it, without making the host wait for the device.
 - :class:`HostCopy` brings a small device tensor to the host without making the host wait.
@@ -30,6 +33,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from gptkit.checkpointing import last_checkpoint
 from gptkit.console import log
@@ -232,6 +236,22 @@ class Preemption(Checkpoint):
         where = (f"saved {self.saved}; resume with ckpt_path=last" if self.saved else "no checkpoint could be saved")
         raise Preempted(f"{signal.Signals(signum).name} received: training stopped cleanly after update "
                         f"{trainer.global_step}; {where}", signum)
+
+
+@contextlib.contextmanager
+def evaluation_stops(verb: str) -> Iterator[None]:
+    """A SIGTERM during an evaluation (``validate``, ``test``, ``predict``) as a clean stop: :class:`Preempted`.
+
+    Lightning's own SIGTERM handler stops the evaluation loop at the next batch by raising its
+    ``SIGTERMException``, a ``SystemExit`` without a status: the process would end with status 0 and no
+    word, and a sweep or a job scheduler would take the evaluation for finished. Nothing is lost (results
+    are written when an evaluation ends), so the stop says to run the command again.
+    Tested by ``tests/test_reliability.py::test_sigterm_during_an_evaluation_is_a_clean_stop``."""
+    try:
+        yield
+    except SIGTERMException:
+        raise Preempted(f"SIGTERM received: {verb} stopped before the end and wrote no results; run the same command "
+                        "again to evaluate from the start", signal.SIGTERM) from None
 
 
 def requeue_slurm_job() -> None:

@@ -23,7 +23,7 @@ from gptkit.checkpointing import BestCheckpoint
 from gptkit.console import duration, log
 from gptkit.errors import ConfigError, GptkitError
 from gptkit.outputs import CHECKPOINTS_DIR, PREDICTIONS_DIR, checkpoint_run_folder, write_results
-from gptkit.reliability import Interrupted, Preemption
+from gptkit.reliability import Interrupted, Preemption, evaluation_stops
 from gptkit.resume import caller_rng_state
 from gptkit.runfolder import run_dir, run_folder_lock
 
@@ -105,7 +105,7 @@ def fit_report(c: Components, start: int | None, seconds: float) -> str:
 def evaluate(c: Components, verb: str) -> dict[str, float]:
     """``validate`` or ``test`` the built run's checkpoint; the metrics also go to ``results/<verb>.json``
     in the checkpoint's run folder, with the checkpoint and the update they score."""
-    with checkpoint_must_fit(c.ckpt_path):
+    with checkpoint_must_fit(c.ckpt_path), evaluation_stops(verb):
         # verbose=False: Lightning's table of results would go to stdout before the CLI's own lines
         getattr(c.trainer, verb)(c.module, datamodule=c.datamodule, ckpt_path=c.ckpt_path, weights_only=True,
                                  verbose=False)
@@ -135,7 +135,7 @@ def predict(cfg: DictConfig) -> list[Path]:
         if c.trainer.world_size > 1:  # each process would write only its own share of the test set
             raise ConfigError(f"`gptkit predict` writes its files from one process, but trainer.devices / num_nodes "
                               f"give {c.trainer.world_size}; add trainer.devices=1 trainer.num_nodes=1")
-        with checkpoint_must_fit(c.ckpt_path):
+        with checkpoint_must_fit(c.ckpt_path), evaluation_stops("predict"):
             outputs = c.trainer.predict(c.module, datamodule=c.datamodule, ckpt_path=c.ckpt_path, weights_only=True)
         task = c.module.task
         splits = c.datamodule.predict_split_names

@@ -13,12 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import QUICK, REPO, run_cli
 from fit_helpers import Record, fit, tiny_args
 
+import gptkit.verbs as verbs
+from gptkit.config import load_config
 from gptkit.errors import CheckpointError
-from gptkit.reliability import AtomicCheckpointIO
+from gptkit.reliability import AtomicCheckpointIO, Preempted
 
 
 def start_cli(args, cwd, log, env=None):
@@ -84,6 +87,33 @@ def test_signal_saves_resumable_checkpoint_and_exits_cleanly(corpus, tmp_path, h
     resumed = Record()
     fit([*tiny_args(path, root, how), f"trainer.max_steps={step + 3}", "ckpt_path=auto"], resumed)
     assert sorted(resumed.losses) == [step + 1, step + 2, step + 3]
+
+
+class TermAtFirstBatch(pl.Callback):
+    """Sends this process SIGTERM after the first evaluation batch, as a scheduler would."""
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    on_test_batch_end = on_validation_batch_end
+
+
+def test_sigterm_during_an_evaluation_is_a_clean_stop(corpus, tmp_path):
+    """Lightning ends an evaluation on SIGTERM with a bare SystemExit (status 0, as if it had finished);
+    gptkit makes it a stop with status 143 and one line, and writes no results."""
+    root, path = corpus
+    args = [*tiny_args(path, root, "eval-term"), "trainer.max_steps=4"]
+    fit(args, Record())
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # (never the default: it would end pytest)
+    try:
+        with pytest.raises(Preempted) as stop:
+            verbs.run("validate", load_config(QUICK, [*args, "ckpt_path=last"]), callbacks=[TermAtFirstBatch()])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stop.value.exit_code == 128 + signal.SIGTERM and stop.value.prefix == "stopped"
+    assert str(stop.value).startswith("SIGTERM received: validate stopped before the end and wrote no results")
+    assert not (root / "runs" / "eval-term" / "results").exists()
 
 
 # -- atomic checkpoints ---------------------------------------------------------------------------
