@@ -634,7 +634,10 @@ def run_study(study: Study, out: str | None = None, publish: str | None = None, 
     make_folder(study.folder, "study folder")
     with _hold(study.folder):
         # this command's wall time, kept up to date after every step (an interrupted command's counts too)
-        manifest.setdefault("invocations", []).append({"seconds": 0.0, "command": command})
+        import torch
+
+        manifest.setdefault("invocations", []).append({"seconds": 0.0, "command": command,
+                                                       "threads": torch.get_num_threads()})
 
         def tick() -> None:
             manifest["invocations"][-1]["seconds"] = time.perf_counter() - started
@@ -846,6 +849,7 @@ class Report:
                 versions.append(f"{module} {__import__(module).__version__}")
         invocations = self.manifest.get("invocations", [])
         total = sum(i["seconds"] for i in invocations)
+        threads = [str(i.get("threads", "?")) for i in invocations]
         pre = self.manifest.get("pretrain") or {}
         lines = [f"# Study: {study.name}{' (small setting)' if study.small else ''}", "",
                  "Written by `gptkit study`; nothing on this page is typed by hand. "
@@ -857,7 +861,8 @@ class Report:
                                                                if torch.cuda.is_available() else ", no GPU"),
                  f"- versions: {', '.join(versions)}",
                  f"- wall time: {duration(self.seconds)} for this command; {duration(total)} over the "
-                 f"{len(invocations)} run(s) of it that made this folder"
+                 f"{len(invocations)} run(s) of it that made this folder (torch threads of each: {', '.join(threads)}"
+                 + ("; ? where not recorded" if "?" in threads else "") + ")"
                  + (f"; pretraining {duration(pre['seconds'])} of it ({pre.get('threads')} torch thread(s))" if pre else ""),
                  f"- seeds: {', '.join(map(str, study.seeds))}; labelled-set sizes: "
                  f"{', '.join(map(size_label, study.sizes))} (all = {', '.join(f'{k} {v:,}' for k, v in self.n_all.items())})",

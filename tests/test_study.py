@@ -6,6 +6,7 @@ CSV and plots written; a rerun trains nothing)."""
 from __future__ import annotations
 
 import csv
+import functools
 import re
 
 import pytest
@@ -61,19 +62,41 @@ def test_the_key_is_recorded_and_range_checked():
 
 
 # -- the study file ---------------------------------------------------------------------------------
-def test_every_fine_tuned_arm_gets_the_same_trials():
-    for small in (False, True):
-        study = read_study(STUDY, small=small)
-        _, groups = plan(study)
-        assert {g.arm.kind for g in groups} == set(FINETUNED)
+SHIPPED = sorted(p for p in STUDY.parent.glob("*.yaml") if "\narms:" in p.read_text())
+
+
+@functools.cache
+def planned(path, small):
+    """A shipped study file read and planned (every run's config built: about 0.15 s a config)."""
+    study = read_study(path, small=small)
+    return study, *plan(study)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_fine_tuned_arm_gets_the_same_trials(path):
+    for small in (False, True):  # every run's config of the default and the small setting builds
+        study, pre_cfg, groups = planned(path, small)
+        assert {g.arm.kind for g in groups} == set(FINETUNED) and pre_cfg.data.name == "pretrain"
         for size in study.sizes:
             grids = {str(g.grid) for g in groups if g.size == size}
             assert len(grids) == 1, grids  # one grid per size, whatever the arm or dataset
         assert len(tfidf_grid(study.trials(study.sizes[0]))) == study.trials(study.sizes[0])
-    default = read_study(STUDY)
+        assert study.targets.get("dataset") in study.datasets
+
+
+def test_the_default_study_and_its_longer_pretraining_variant():
+    default, _, groups = planned(STUDY, False)
     assert default.trials(100) == 3 and default.sizes == [100, 1000] and default.seeds == [1, 2, 3]
-    assert {g.prefix for g in plan(default)[1]} >= {"polarity-scratch-n100", "bbc-pretrained-n100",
-                                                    "polarity-transfer-2-n1000"}
+    assert {g.prefix for g in groups} >= {"polarity-scratch-n100", "bbc-pretrained-n100", "polarity-transfer-2-n1000"}
+    # longer-pretraining.yaml changes the pretraining's length and nothing else of what it shares
+    _, base_cfg, _ = planned(STUDY, False)
+    _, long_cfg, long_groups = planned(STUDY.parent / "longer-pretraining.yaml", False)
+    assert (base_cfg.trainer.max_steps, long_cfg.trainer.max_steps) == (1200, 4000)
+    assert base_cfg.model == long_cfg.model and base_cfg.data == long_cfg.data and base_cfg.optim == long_cfg.optim
+    same = {g.prefix: g for g in groups}
+    for g in long_groups:  # the same fine-tuning runs, but for the study folder they live in
+        assert g.grid == same[g.prefix].grid
+        assert [o for o in g.base if "runs/study-" not in o] == [o for o in same[g.prefix].base if "runs/study-" not in o]
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -148,6 +171,11 @@ def test_a_rerun_trains_nothing(small, monkeypatch):
     assert main(["study", str(STUDY), "--small", "--out", str(small)]) == 0
     assert fits == []
     assert (small / "study.csv").read_text() == before
+    import torch
+
+    threads = torch.get_num_threads()  # each run of the command records its torch threads on the page
+    assert f"over the 2 run(s) of it that made this folder (torch threads of each: {threads}, {threads})" in \
+        (small / "study.md").read_text()
 
 
 @pytest.mark.slow
