@@ -953,9 +953,12 @@ class Report:
                  "|---|---|---|---|"]
         for name, d in o["datasets"].items():
             lines.append(f"| {name} | {d['examples']:,} | {d['flagged']:,} | {d['largest_share']:.1%} |")
-        if any(d["flagged"] for d in o["datasets"].values()):
-            lines += ["", "**Some examples are in the pretraining text: the pretrained arms' results on those datasets "
-                          "are not a clean measure of transfer.**"]
+        flagged = {name: d for name, d in o["datasets"].items() if d["flagged"]}
+        if flagged:
+            lines += ["", "**Contained in the pretraining text: " + "; ".join(
+                f"{name} {d['flagged']:,} of {d['examples']:,} examples ({d['flagged'] / d['examples']:.2%})"
+                for name, d in flagged.items()) + ".** The more of a dataset the pretraining text holds, the less its "
+                "pretrained arms measure transfer alone."]
         return [*lines, ""]
 
     def _target_lines(self) -> list[str]:

@@ -182,3 +182,18 @@ def test_a_rerun_trains_nothing(small, monkeypatch):
 def test_another_study_in_the_folder_is_refused(small, capsys):
     assert main(["study", str(STUDY), "--out", str(small)]) == 2  # the default setting, the small one's folder
     assert "holds a study made with other settings" in capsys.readouterr().err
+
+
+def test_the_page_says_how_much_of_each_dataset_the_pretraining_text_holds():
+    from types import SimpleNamespace
+
+    from gptkit.study import Report
+
+    overlap = {"shingle": 8, "flag": 0.5, "corpus": "news", "datasets": {
+        "polarity": {"examples": 10568, "flagged": 1, "largest_share": 0.5},
+        "bbc": {"examples": 2125, "flagged": 0, "largest_share": 0.01}}}
+    lines = "\n".join(Report._overlap_lines(SimpleNamespace(overlap=overlap)))
+    assert "| polarity | 10,568 | 1 | 50.0% |" in lines and "| bbc | 2,125 | 0 | 1.0% |" in lines
+    assert "**Contained in the pretraining text: polarity 1 of 10,568 examples (0.01%).**" in lines
+    overlap["datasets"]["polarity"]["flagged"] = 0
+    assert "Contained in" not in "\n".join(Report._overlap_lines(SimpleNamespace(overlap=overlap)))
