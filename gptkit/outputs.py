@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from gptkit.errors import GptkitError
+from gptkit.errors import ConfigError, GptkitError
 
 
 def _listing(names: Iterable[str], limit: int = 5) -> str:
@@ -73,6 +73,16 @@ def refuse_foreign_files(out: Path, what: str, writes: Iterable[str], why: str) 
             f"{what} {out} already holds {_listing(foreign)}, which this command would not write ({why}); "
             f"delete {'it' if len(foreign) == 1 else 'them'}, or pass a new or empty folder (nothing was written)"
         )
+
+
+def read_manifest(path: Path, key: str, unreadable: str) -> tuple[dict, object]:
+    """A folder's JSON manifest (``sweep.json``, ``study.json``) and its ``key`` entry, the record of what
+    made the folder; a file that cannot be read, is not JSON or lacks ``key`` is ``ConfigError(unreadable)``."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        return manifest, manifest[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(unreadable) from None
 
 
 def fsync_dir(folder: Path) -> None:

@@ -57,7 +57,14 @@ from omegaconf import OmegaConf
 from gptkit.config import load_config
 from gptkit.console import duration, log
 from gptkit.errors import ConfigError
-from gptkit.outputs import atomic_write_bytes, atomic_write_text, held_folder, make_folder, output_folder
+from gptkit.outputs import (
+    atomic_write_bytes,
+    atomic_write_text,
+    held_folder,
+    make_folder,
+    output_folder,
+    read_manifest,
+)
 
 KINDS = ("scratch", "pretrained", "zeroshot", "untrained", "tfidf")
 FINETUNED = ("scratch", "pretrained")
@@ -396,12 +403,8 @@ def _read_manifest(study: Study) -> dict:
             raise ConfigError(f"study folder {folder} holds files that are not a study's; pass a new folder with --out "
                               "(nothing was run)")
         return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        theirs = manifest["identity"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(f"study folder {folder} holds a {MANIFEST} that is not a study's; pass a new folder with "
-                          "--out (nothing was run)") from None
+    manifest, theirs = read_manifest(path, "identity", f"study folder {folder} holds a {MANIFEST} that is not a "
+                                                       "study's; pass a new folder with --out (nothing was run)")
     mine = json.loads(json.dumps(study.identity()))
     if theirs != mine:
         differ = [k for k in mine if mine[k] != theirs.get(k)]

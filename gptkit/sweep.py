@@ -55,6 +55,7 @@ from gptkit.outputs import (
     held_folder,
     make_folder,
     output_folder,
+    read_manifest,
     read_results,
     refuse_foreign_files,
 )
@@ -375,12 +376,8 @@ def _read_manifest(sweep: Sweep) -> dict | None:
     if not path.is_file():
         refuse_foreign_files(folder, "sweep folder", OUTPUTS, "it is not this sweep's folder")
         return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        theirs = manifest["sweep"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(f"sweep folder {folder} holds a {MANIFEST} that is not a sweep's; pass a new folder with "
-                          "--out, or delete it (nothing was written)") from None
+    manifest, theirs = read_manifest(path, "sweep", f"sweep folder {folder} holds a {MANIFEST} that is not a sweep's; "
+                                                    "pass a new folder with --out, or delete it (nothing was written)")
     if theirs != sweep.identity():
         mine = sweep.identity()
         differ = [k for k in mine if mine[k] != theirs.get(k)]

@@ -197,3 +197,15 @@ def test_the_page_says_how_much_of_each_dataset_the_pretraining_text_holds():
     assert "**Contained in the pretraining text: polarity 1 of 10,568 examples (0.01%).**" in lines
     overlap["datasets"]["polarity"]["flagged"] = 0
     assert "Contained in" not in "\n".join(Report._overlap_lines(SimpleNamespace(overlap=overlap)))
+
+
+def test_a_study_folder_with_a_broken_manifest_is_refused(tmp_path):
+    from gptkit.study import _read_manifest
+
+    study = read_study(STUDY)
+    study.folder = tmp_path
+    for text in ("{not json", '{"invocations": []}', "[1, 2]"):  # not JSON; no identity; not a mapping
+        (tmp_path / "study.json").write_text(text)
+        with pytest.raises(ConfigError, match=f"study folder {tmp_path} holds a study.json that is not a study's; "
+                                              r"pass a new folder with --out \(nothing was run\)"):
+            _read_manifest(study)
